@@ -1,0 +1,196 @@
+"""Reading and loading weights: one place for every script.
+
+Accepted files:
+    - an official BGMv2 checkpoint (`pytorch_resnet50.pth`, ...): a plain state_dict of MattingRefine;
+    - a plain state_dict saved by this project (`torch.save(model.state_dict(), path)`);
+    - a training checkpoint of this project: a dict holding the weights under `model`
+      (`state_dict` and `model_state` are accepted too).
+Weights saved from DistributedDataParallel (`module.`) or torch.compile (`_orig_mod.`) are unwrapped.
+Everything is read with `map_location`, so GPU checkpoints load on CPU-only machines.
+"""
+import os
+import zipfile
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+WEIGHT_KEYS = ('model', 'state_dict', 'model_state')
+WRAPPER_PREFIXES = ('module.', '_orig_mod.')
+
+
+class CheckpointError(ValueError):
+    """A weight file that cannot be used for the requested model."""
+
+
+def is_torchscript_archive(path: str) -> bool:
+    """True if `path` was written by `torch.jit.save` (a zip archive with compiled code)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith('constants.pkl') or '/code/' in name for name in archive.namelist())
+
+
+def read_state_dict(path: str, map_location='cpu') -> Tuple[Dict[str, torch.Tensor], str]:
+    """Reads the weights of any accepted file.
+
+    Returns:
+        state_dict: parameter and buffer tensors by name, wrapper prefixes removed.
+        kind: 'state_dict' or 'training checkpoint'.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    if is_torchscript_archive(path):
+        raise CheckpointError(
+            f"{path!r} is a TorchScript archive (written by torch.jit.save), not a state_dict or a training "
+            "checkpoint. Load it with torch.jit.load, or give it to the inference scripts with --model-type torchscript.")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"cannot read checkpoint {path!r}: {error}") from error
+
+    kind = 'state_dict'
+    if isinstance(obj, dict):
+        for key in WEIGHT_KEYS:
+            if isinstance(obj.get(key), dict):
+                obj, kind = obj[key], 'training checkpoint'
+                break
+    if not isinstance(obj, dict) or not obj or not all(torch.is_tensor(v) for v in obj.values()):
+        raise CheckpointError(
+            f"{path!r} holds no state_dict: expected a dict of tensors, or a training checkpoint with the "
+            f"weights under one of {WEIGHT_KEYS}")
+    return strip_wrapper_prefixes(obj), kind
+
+
+def strip_wrapper_prefixes(state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    for prefix in WRAPPER_PREFIXES:
+        if all(k.startswith(prefix) for k in state_dict):
+            state_dict = {k[len(prefix):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def detect_backbone(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
+    """Names the backbone that weights belong to, read from their keys and shapes (None if unknown)."""
+    first_conv = state_dict.get('backbone.features.0.0.weight')
+    if first_conv is not None:
+        return {32: 'mobilenetv2', 16: 'mobilenetv3'}.get(first_conv.shape[0])
+    if 'backbone.layer3.22.conv1.weight' in state_dict:
+        return 'resnet101'
+    if 'backbone.layer3.5.conv1.weight' in state_dict:
+        return 'resnet50'
+    return None
+
+
+def model_backbone(model: nn.Module) -> Optional[str]:
+    return detect_backbone({k: v for k, v in model.state_dict().items() if k.startswith('backbone.')})
+
+
+def load_checkpoint(model: nn.Module, path: str, map_location='cpu', allow_missing_refiner: bool = False) -> str:
+    """Loads a weight file into a MattingBase or MattingRefine, strictly.
+
+    The base part of a MattingRefine checkpoint is a complete MattingBase, so `refiner.*` weights are
+    dropped when loading into a MattingBase. A MattingBase checkpoint loads into a MattingRefine only
+    with `allow_missing_refiner=True` (the refine training stage starts that way).
+
+    Returns:
+        kind: 'state_dict' or 'training checkpoint'.
+    """
+    state_dict, kind = read_state_dict(path, map_location)
+    expected, found = model_backbone(model), detect_backbone(state_dict)
+    if found is None:
+        raise CheckpointError(f"{path!r} does not hold BGMv2 matting weights (no known backbone keys)")
+    if expected is not None and found != expected:
+        raise CheckpointError(
+            f"{path!r} holds weights of a {found} backbone, but the model was built with {expected}: "
+            f"pass --model-backbone {found} (or build the model with backbone={found!r})")
+
+    has_refiner = any(k.startswith('refiner.') for k in model.state_dict())
+    if not has_refiner:
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('refiner.')}
+    elif not any(k.startswith('refiner.') for k in state_dict):
+        if not allow_missing_refiner:
+            raise CheckpointError(
+                f"{path!r} holds MattingBase weights (no refiner) but the model is a MattingRefine: "
+                "train the refiner with train_refine.py, or build a MattingBase")
+        state_dict = {**{k: v for k, v in model.state_dict().items() if k.startswith('refiner.')}, **state_dict}
+
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path!r} does not fit the model: {error}") from error
+    return kind
+
+
+def load_matched_state_dict(model: nn.Module, state_dict: Dict[str, torch.Tensor],
+                            print_stats: bool = True) -> Tuple[int, int]:
+    """Loads only the tensors whose name and shape match the model; leaves the rest as they are.
+
+    Returns:
+        (loaded, total): how many of the model's tensors were loaded, out of how many.
+    """
+    own = model.state_dict()
+    matched = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(matched, strict=False)
+    if print_stats:
+        print(f"Loaded state_dict: {len(matched)}/{len(own)} matched")
+    return len(matched), len(own)
+
+
+def load_deeplabv3_state_dict(model: nn.Module, state_dict, print_stats: bool = True) -> Tuple[int, int]:
+    """Loads DeepLabV3 weights as published by VainF/DeepLabV3Plus-Pytorch, where they match.
+
+    Accepts the file path or the loaded object (weights under `model_state`). The ASPP head
+    `classifier.classifier.0.*` becomes `aspp.*`; for MobileNetV2, `backbone.low_level_features.N` and
+    `backbone.high_level_features.M` are features N and M + 4 of our backbone.
+    """
+    if isinstance(state_dict, str):
+        if not os.path.isfile(state_dict):
+            raise FileNotFoundError(f"DeepLabV3 checkpoint {state_dict!r} does not exist")
+        state_dict = torch.load(state_dict, map_location='cpu', weights_only=True)
+    if isinstance(state_dict, dict) and isinstance(state_dict.get('model_state'), dict):
+        state_dict = state_dict['model_state']
+    state_dict = strip_wrapper_prefixes(state_dict)
+
+    renamed = {}
+    for key, value in state_dict.items():
+        key = key.replace('classifier.classifier.0.', 'aspp.')
+        if key.startswith('backbone.low_level_features.'):
+            index, rest = key[len('backbone.low_level_features.'):].split('.', 1)
+            key = f'backbone.features.{int(index)}.{rest}'
+        elif key.startswith('backbone.high_level_features.'):
+            index, rest = key[len('backbone.high_level_features.'):].split('.', 1)
+            key = f'backbone.features.{int(index) + 4}.{rest}'
+        renamed[key] = value
+    return load_matched_state_dict(model, renamed, print_stats)
+
+
+def load_imagenet_backbone(model: nn.Module, path: str, print_stats: bool = True) -> Tuple[int, int]:
+    """Initialises the backbone from a local torchvision ImageNet weight file (nothing is downloaded).
+
+    E.g. `resnet50-11ad3fa6.pth`, `mobilenet_v2-7ebf99e0.pth`, `mobilenet_v3_large-5c1a4163.pth` from
+    torchvision's model zoo, copied to the machine by the user. The 3-channel first convolution
+    initialises both the src and the bgr half of our 6-channel one, each halved, so that an input with
+    src == bgr gives the ImageNet activations. The classifier is ignored.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"ImageNet weights {path!r} do not exist; download torchvision's weight file for the backbone "
+            "on a machine with internet access and pass its path")
+    state_dict = torch.load(path, map_location='cpu', weights_only=True)
+    state_dict = {'backbone.' + k: v for k, v in strip_wrapper_prefixes(state_dict).items()}
+    first_conv = 'backbone.conv1.weight' if 'backbone.conv1.weight' in state_dict else 'backbone.features.0.0.weight'
+    if first_conv not in state_dict:
+        raise CheckpointError(f"{path!r} is not a torchvision ResNet or MobileNet weight file")
+    weight = state_dict[first_conv]
+    if weight.shape[1] == 3:
+        state_dict[first_conv] = torch.cat([weight, weight], dim=1) / 2
+    return load_matched_state_dict(model, state_dict, print_stats)
+
+
+def save_weights(model: nn.Module, path: str) -> None:
+    """Saves a plain state_dict for inference, atomically (temporary name, then rename)."""
+    model = getattr(model, 'module', model)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + '.tmp'
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)

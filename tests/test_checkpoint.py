@@ -1,0 +1,133 @@
+import os
+
+import pytest
+import torch
+import torchvision
+
+from model import CheckpointError, MattingBase, MattingRefine, load_checkpoint, load_matched_state_dict
+from model.checkpoint import detect_backbone, load_imagenet_backbone, read_state_dict
+
+
+@pytest.fixture(scope='module')
+def refine_weights():
+    torch.manual_seed(0)
+    return MattingRefine('mobilenetv2').state_dict()
+
+
+def assert_same_weights(model, state_dict):
+    own = model.state_dict()
+    assert all(torch.equal(own[k], state_dict[k]) for k in own)
+
+
+def test_official_state_dict_loads_into_refine_and_base(tmp_path, refine_weights):
+    path = str(tmp_path / 'pytorch_mobilenetv2.pth')
+    torch.save(refine_weights, path)
+    refine = MattingRefine('mobilenetv2')
+    assert load_checkpoint(refine, path) == 'state_dict'
+    assert_same_weights(refine, refine_weights)
+    base = MattingBase('mobilenetv2')
+    load_checkpoint(base, path)
+    assert_same_weights(base, refine_weights)
+
+
+def test_training_checkpoint_and_ddp_prefix(tmp_path, refine_weights):
+    path = str(tmp_path / 'epoch-0.pth')
+    torch.save({'model': {'module.' + k: v for k, v in refine_weights.items()}, 'epoch': 3, 'step': 10,
+                'optimizer': {'state': {}, 'param_groups': []}}, path)
+    model = MattingRefine('mobilenetv2')
+    assert load_checkpoint(model, path) == 'training checkpoint'
+    assert_same_weights(model, refine_weights)
+
+
+def test_torchscript_archive_is_named_as_such(tmp_path):
+    path = str(tmp_path / 'model.pt')
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
+    with pytest.raises(CheckpointError, match='TorchScript'):
+        load_checkpoint(MattingRefine('mobilenetv2'), path)
+
+
+def test_weights_of_another_backbone_are_named(tmp_path):
+    path = str(tmp_path / 'pytorch_resnet50.pth')
+    torch.save(MattingRefine('resnet50').state_dict(), path)
+    with pytest.raises(CheckpointError, match='resnet50 backbone.*built with mobilenetv2'):
+        load_checkpoint(MattingRefine('mobilenetv2'), path)
+
+
+def test_backbone_is_read_from_shapes():
+    for backbone in ['resnet50', 'resnet101', 'mobilenetv2', 'mobilenetv3']:
+        assert detect_backbone(MattingBase(backbone).state_dict()) == backbone
+
+
+def test_base_weights_need_permission_to_start_a_refine_model(tmp_path):
+    torch.manual_seed(0)
+    base_weights = MattingBase('mobilenetv2').state_dict()
+    path = str(tmp_path / 'base.pth')
+    torch.save(base_weights, path)
+    with pytest.raises(CheckpointError, match='no refiner'):
+        load_checkpoint(MattingRefine('mobilenetv2'), path)
+    model = MattingRefine('mobilenetv2')
+    load_checkpoint(model, path, allow_missing_refiner=True)
+    assert torch.equal(model.state_dict()['decoder.conv4.weight'], base_weights['decoder.conv4.weight'])
+
+
+@pytest.mark.parametrize('content, message', [(b'not a checkpoint', 'cannot read'), (None, 'no state_dict')])
+def test_unreadable_files_are_clear_errors(tmp_path, content, message):
+    path = str(tmp_path / 'broken.pth')
+    if content is None:
+        torch.save([1, 2, 3], path)
+    else:
+        with open(path, 'wb') as f:
+            f.write(content)
+    with pytest.raises(CheckpointError, match=message):
+        read_state_dict(path)
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        read_state_dict(str(tmp_path / 'missing.pth'))
+
+
+def test_load_matched_state_dict_reports_counts(refine_weights):
+    model = MattingRefine('mobilenetv2')
+    partial = dict(refine_weights)
+    partial['backbone.features.0.0.weight'] = torch.zeros(32, 3, 3, 3)  # wrong shape: skipped
+    del partial['refiner.conv4.bias']
+    loaded, total = load_matched_state_dict(model, partial, print_stats=False)
+    assert (loaded, total) == (len(refine_weights) - 2, len(refine_weights))
+    assert torch.equal(model.state_dict()['decoder.conv1.weight'], refine_weights['decoder.conv1.weight'])
+
+
+@pytest.mark.parametrize('backbone', ['mobilenetv2', 'resnet50'])
+def test_deeplabv3_weights_load_with_their_names(tmp_path, backbone):
+    torch.manual_seed(0)
+    source = MattingBase(backbone).state_dict()
+    vainf = {}
+    for key, value in source.items():
+        if key.startswith('aspp.'):
+            key = 'classifier.classifier.0.' + key[len('aspp.'):]
+        elif key.startswith('backbone.features.'):
+            index, rest = key[len('backbone.features.'):].split('.', 1)
+            index = int(index)
+            key = (f'backbone.low_level_features.{index}.{rest}' if index < 4
+                   else f'backbone.high_level_features.{index - 4}.{rest}')
+        elif key.startswith('decoder.'):
+            continue  # DeepLabV3 has no such decoder
+        vainf[key] = value
+    path = str(tmp_path / 'best_deeplabv3.pth')
+    torch.save({'model_state': vainf, 'cur_itrs': 1000}, path)
+    model = MattingBase(backbone)
+    loaded, total = model.load_pretrained_deeplabv3_state_dict(path, print_stats=False)
+    assert loaded == len(vainf)
+    assert torch.equal(model.state_dict()['aspp.project.0.weight'], source['aspp.project.0.weight'])
+
+
+def test_imagenet_initialisation_from_a_local_file(tmp_path):
+    torch.manual_seed(0)
+    imagenet = torchvision.models.resnet50(weights=None).state_dict()
+    path = str(tmp_path / 'resnet50-11ad3fa6.pth')
+    torch.save(imagenet, path)
+    model = MattingBase('resnet50')
+    loaded, _ = load_imagenet_backbone(model, path, print_stats=False)
+    assert loaded == len(imagenet) - 2  # everything but fc.weight and fc.bias
+    first = model.state_dict()['backbone.conv1.weight']
+    assert torch.equal(first[:, :3], imagenet['conv1.weight'] / 2) and torch.equal(first[:, 3:], first[:, :3])
+    assert torch.equal(model.state_dict()['backbone.layer4.2.conv3.weight'], imagenet['layer4.2.conv3.weight'])
+    with pytest.raises(FileNotFoundError, match='nowhere.pth'):
+        load_imagenet_backbone(model, os.path.join(str(tmp_path), 'nowhere.pth'))
