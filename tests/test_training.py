@@ -1,0 +1,185 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import train_base
+import train_refine
+from dataset.synthetic import generate
+from training import distributed
+from training.engine import Stage, Trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('synthetic')
+    generate(str(folder / 'data'), count=12, size=(96, 96), seed=3, captures=1)
+    return str(folder / 'data')
+
+
+def base_args(data, workdir, name='run', *extra):
+    return ['--data-path', f'synthetic={data}', '--dataset-name', 'synthetic', '--background-dataset', 'synthetic',
+            '--model-backbone', 'mobilenetv2', '--model-name', name, '--device', 'cpu', '--batch-size', '2',
+            '--num-workers', '0', '--sample-size', '64', '--crop-min', '48', '--crop-max', '64',
+            '--valid-samples', '2', '--checkpoint-dir', os.path.join(workdir, 'checkpoint'),
+            '--log-dir', os.path.join(workdir, 'log'), '--log-train-loss-interval', '1', *extra]
+
+
+def load_state(workdir, name='run'):
+    return torch.load(os.path.join(workdir, 'checkpoint', name, 'last.pth'), weights_only=True)
+
+
+def test_base_then_refine_write_checkpoints_and_tensorboard_events(data, tmp_path):
+    work = str(tmp_path)
+    train_base.main(base_args(data, work, 'base', '--max-steps', '3', '--log-train-images-interval', '2',
+                              '--log-valid-interval', '3'))
+    state = load_state(work, 'base')
+    assert state['step'] == 3 and set(state['optimizer']['param_groups'][0]) >= {'lr', 'name'}
+    assert os.path.isfile(os.path.join(work, 'checkpoint', 'base', 'epoch-0-iter-3.pth'))
+
+    events = EventAccumulator(os.path.join(work, 'log', 'base'), size_guidance={'images': 0, 'scalars': 0})
+    events.Reload()
+    scalars = events.Tags()['scalars']
+    for tag in ['train/loss/total', 'train/loss/pha_sobel_l1', 'train/loss/err_mse', 'train/lr/backbone',
+                'train/images_per_s', 'valid/loss', 'valid/pha_sad', 'valid/pha_mse']:
+        assert tag in scalars, tag
+    assert [e.step for e in events.Scalars('train/loss/total')] == [1, 2, 3]
+    assert {'train/src', 'train/pha', 'train/com', 'train/err'} <= set(events.Tags()['images'])
+
+    weights = os.path.join(work, 'checkpoint', 'base', 'epoch-0-iter-3.pth')
+    train_refine.main(base_args(data, work, 'refine', '--model-last-checkpoint', weights, '--max-steps', '2',
+                                '--sample-size', '96', '--crop-min', '64', '--crop-max', '96',
+                                '--model-backbone-scale', '0.5', '--model-refine-sample-pixels', '1600'))
+    refine = load_state(work, 'refine')
+    base = torch.load(weights, weights_only=True)
+    assert refine['step'] == 2 and any(k.startswith('refiner.') for k in refine['model'])
+    # The refine run started from the base weights: the first layer moved only by two small steps.
+    first = 'backbone.features.0.0.weight'
+    assert (refine['model'][first] - base[first]).abs().max() < 1e-3
+    assert not torch.equal(refine['model'][first], base[first])
+
+
+def test_loss_falls_when_overfitting_a_tiny_set(data):
+    torch.manual_seed(0)
+    args = train_base.main.__globals__['training_parser']('t', train_base.DEFAULTS).parse_args(
+        base_args(data, '/unused'))
+    train_set, _ = train_base.STAGE.datasets(args)
+    pha, fgr, bgr = (torch.stack(t) for t in zip(train_set[0], train_set[1]))
+    model = train_base.STAGE.build_model(args).train()
+    optimizer = torch.optim.Adam(train_base.STAGE.param_groups(model, args))
+    src = fgr * pha + bgr * (1 - pha)
+    losses = []
+    for _ in range(30):
+        terms, _ = train_base.STAGE.losses(model, src, bgr, pha, fgr)
+        optimizer.zero_grad()
+        terms['total'].backward()
+        optimizer.step()
+        losses.append(float(terms['total'].detach()))
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def test_resume_continues_exactly(data, tmp_path):
+    straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
+    # 5 steps per epoch, so the run also crosses an epoch boundary.
+    train_base.main(base_args(data, straight, 'run', '--max-steps', '6', '--deterministic'))
+    train_base.main(base_args(data, resumed, 'run', '--max-steps', '3', '--deterministic'))
+    assert load_state(resumed)['step'] == 3
+    train_base.main(base_args(data, resumed, 'run', '--max-steps', '6', '--deterministic', '--resume', 'auto'))
+    a, b = load_state(straight), load_state(resumed)
+    assert a['step'] == b['step'] == 6 and a['epoch'] == b['epoch'] == 1
+    for key in a['model']:
+        assert torch.equal(a['model'][key], b['model'][key]), key
+    assert torch.equal(a['optimizer']['state'][0]['exp_avg'], b['optimizer']['state'][0]['exp_avg'])
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes(data, tmp_path):
+    work = str(tmp_path)
+    command = [sys.executable, os.path.join(ROOT, 'train_base.py'),
+               *base_args(data, work, 'run', '--max-steps', '1000')]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=work)
+    output = ''
+    for line in process.stdout:
+        output += line
+        if line.startswith('Training base'):
+            time.sleep(1.0)
+            process.send_signal(signal.SIGTERM)
+            break
+    output += process.communicate(timeout=120)[0]
+    assert process.returncode == 0, output
+    assert 'Stopped by SIGTERM' in output
+    stopped_at = load_state(work)['step']
+    assert 1 <= stopped_at < 1000
+
+    train_base.main(base_args(data, work, 'run', '--max-steps', str(stopped_at + 2), '--resume', 'auto'))
+    assert load_state(work)['step'] == stopped_at + 2
+
+
+def test_two_process_ddp_ends_with_identical_weights(data, tmp_path):
+    out = str(tmp_path)
+    command = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
+               '--master_port', str(distributed.free_port()),
+               os.path.join(ROOT, 'tests', 'helpers', 'ddp_train.py'), out,
+               *base_args(data, out, 'ddp', '--max-steps', '2', '--batch-size', '4')]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=out)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    info = [open(os.path.join(out, f'rank{r}.txt')).read() for r in range(2)]
+    assert info == ['2 2 DistributedDataParallel'] * 2
+    rank0, rank1 = (torch.load(os.path.join(out, f'rank{r}.pth'), weights_only=True) for r in range(2))
+    initial = train_base.MattingBase('mobilenetv2').state_dict()
+    # Parameters are kept identical by DDP; BatchNorm running statistics are per rank (DDP broadcasts
+    # rank 0's before each forward), so only parameters are compared.
+    parameters = [name for name, _ in train_base.MattingBase('mobilenetv2').named_parameters()]
+    for key in parameters:
+        assert torch.equal(rank0[key], rank1[key]), key
+    assert not torch.equal(rank0['decoder.conv4.weight'], initial['decoder.conv4.weight'])
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(data, tmp_path):
+    def nan_losses(model, src, bgr, true_pha, true_fgr):
+        terms, outputs = train_base.losses(model, src, bgr, true_pha, true_fgr)
+        terms['total'] = terms['total'] * float('nan')
+        return terms, outputs
+
+    stage = Stage(**{**train_base.STAGE.__dict__, 'losses': nan_losses})
+    parser = train_base.main.__globals__['training_parser']('t', train_base.DEFAULTS)
+    args = parser.parse_args(base_args(data, str(tmp_path), 'nan', '--max-nonfinite-steps', '3'))
+    trainer = Trainer(stage, args, distributed.DistributedContext())
+    before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    with pytest.raises(SystemExit, match='3 consecutive steps had a non-finite loss'):
+        trainer.fit()
+    assert trainer.nonfinite_steps == 3 and trainer.step == 2  # the third stopped the run mid-step
+    assert all(torch.equal(before[name], p) for name, p in trainer.model.named_parameters())
+
+
+def test_batch_size_must_divide_by_the_world_size(data, tmp_path):
+    parser = train_base.main.__globals__['training_parser']('t', train_base.DEFAULTS)
+    args = parser.parse_args(base_args(data, str(tmp_path), 'odd', '--batch-size', '5'))
+    with pytest.raises(SystemExit, match='--batch-size 5 does not divide by the 2 processes'):
+        Trainer(train_base.STAGE, args, distributed.DistributedContext(rank=0, world_size=2))
+    args = parser.parse_args(base_args(data, str(tmp_path), 'one', '--batch-size', '2'))
+    with pytest.raises(SystemExit, match='BatchNorm batches of 1 image'):
+        Trainer(train_base.STAGE, args, distributed.DistributedContext(rank=0, world_size=2))
+
+
+def test_rank_variables_from_torchrun_and_slurm():
+    torchrun = distributed.launcher_environment({'RANK': '3', 'WORLD_SIZE': '8', 'LOCAL_RANK': '1',
+                                                 'MASTER_ADDR': 'node1', 'MASTER_PORT': '1234'})
+    assert torchrun == dict(rank=3, world_size=8, local_rank=1, master_addr='node1', master_port='1234')
+    slurm = distributed.launcher_environment({'SLURM_PROCID': '5', 'SLURM_NTASKS': '8', 'SLURM_LOCALID': '1',
+                                              'SLURM_JOB_NODELIST': 'gpu[07-09,12]', 'SLURM_JOB_ID': '4242'})
+    assert slurm == dict(rank=5, world_size=8, local_rank=1, master_addr='gpu07', master_port=str(15000 + 4242))
+    assert distributed.launcher_environment({'SLURM_PROCID': '0', 'SLURM_NTASKS': '1'}) is None
+    assert distributed.first_slurm_host('node12,gpu3') == 'node12'
+
+
+def test_missing_data_is_a_clear_error(tmp_path):
+    args = base_args(str(tmp_path / 'nowhere'), str(tmp_path))
+    with pytest.raises(SystemExit, match='nowhere'):
+        train_base.main(args)

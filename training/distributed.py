@@ -1,0 +1,121 @@
+"""One distributed set-up for 1 GPU, N GPUs and N nodes.
+
+Where the rank comes from, in order:
+    1. torchrun (`RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`);
+    2. Slurm (`SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`; the master is the first host of
+       `SLURM_JOB_NODELIST`, the port `MASTER_PORT` or one derived from the job id);
+    3. neither: a plain `python train_*.py` spawns one process per requested device itself
+       (`--nproc`, default: every visible GPU on CUDA, one process on CPU).
+NCCL on CUDA, gloo on CPU. Each rank works on its own GPU (`cuda:LOCAL_RANK`).
+"""
+import os
+import re
+import socket
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+
+@dataclass
+class DistributedContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device('cpu')
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def first_slurm_host(nodelist: str) -> str:
+    """First host name of a Slurm node list such as 'gpu[07-09,12],cpu3' -> 'gpu07'."""
+    match = re.match(r'([^,\[]+)(\[([^\]]+)\])?', nodelist.strip())
+    if match is None:
+        raise ValueError(f"cannot read the Slurm node list {nodelist!r}")
+    prefix, ranges = match.group(1), match.group(3)
+    if ranges is None:
+        return prefix
+    return prefix + ranges.split(',')[0].split('-')[0]
+
+
+def launcher_environment(env=os.environ) -> Optional[dict]:
+    """The rank variables set by torchrun or Slurm, or None for a plain start."""
+    if 'RANK' in env and 'WORLD_SIZE' in env:
+        return dict(rank=int(env['RANK']), world_size=int(env['WORLD_SIZE']),
+                    local_rank=int(env.get('LOCAL_RANK', 0)),
+                    master_addr=env.get('MASTER_ADDR', '127.0.0.1'), master_port=env.get('MASTER_PORT', '29500'))
+    if 'SLURM_PROCID' in env and int(env.get('SLURM_NTASKS', '1')) > 1:
+        job_id = int(env.get('SLURM_JOB_ID', '0'))
+        return dict(rank=int(env['SLURM_PROCID']), world_size=int(env['SLURM_NTASKS']),
+                    local_rank=int(env.get('SLURM_LOCALID', 0)),
+                    master_addr=env.get('MASTER_ADDR') or first_slurm_host(env.get('SLURM_JOB_NODELIST', '127.0.0.1')),
+                    master_port=env.get('MASTER_PORT') or str(15000 + job_id % 20000))
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def launch(main: Callable, args, device_type: str, nproc: Optional[int]) -> None:
+    """Runs `main(args, context)` in every process of the job, spawning them for a plain start."""
+    env = launcher_environment()
+    if env is not None:
+        main(args, setup(env, device_type))
+        return
+    if nproc is None:
+        nproc = torch.cuda.device_count() if device_type == 'cuda' else 1
+    if nproc <= 1:
+        main(args, setup(dict(rank=0, world_size=1, local_rank=0), device_type))
+        return
+    port = free_port()
+    mp.spawn(_spawned, args=(main, args, device_type, nproc, port), nprocs=nproc, join=True)
+
+
+def _spawned(local_rank: int, main, args, device_type: str, nproc: int, port: int) -> None:
+    env = dict(rank=local_rank, world_size=nproc, local_rank=local_rank, master_addr='127.0.0.1', master_port=str(port))
+    main(args, setup(env, device_type))
+
+
+def setup(env: dict, device_type: str) -> DistributedContext:
+    if device_type == 'cuda':
+        if not torch.cuda.is_available():
+            raise SystemExit('--device cuda: CUDA is not available on this machine (use --device cpu)')
+        if env['local_rank'] >= torch.cuda.device_count():
+            raise SystemExit(f"local rank {env['local_rank']} has no GPU: only {torch.cuda.device_count()} visible")
+        device = torch.device('cuda', env['local_rank'])
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device(device_type)
+    context = DistributedContext(env['rank'], env['world_size'], env['local_rank'], device)
+    if context.distributed:
+        # env:// rendezvous: under torchrun it reuses the launcher's store instead of opening a second one.
+        os.environ.setdefault('MASTER_ADDR', env['master_addr'])
+        os.environ.setdefault('MASTER_PORT', str(env['master_port']))
+        dist.init_process_group('nccl' if device_type == 'cuda' else 'gloo', init_method='env://',
+                                rank=context.rank, world_size=context.world_size,
+                                device_id=device if device_type == 'cuda' else None)
+    return context
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def any_rank(flags: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """Element-wise logical OR of a small flag vector over all ranks (so that every rank agrees)."""
+    if context.distributed:
+        flags = flags.to(context.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return flags.cpu()

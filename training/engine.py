@@ -1,0 +1,354 @@
+"""The training loop both stages share: data, mixed precision, DDP, checkpoints, preemption, logging.
+
+A trainer describes its stage with a `Stage` (how to build the model and its optimizer, how to augment
+a batch, how to compute the losses) and calls `run(stage, args)`.
+"""
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.tensorboard import SummaryWriter
+from torchvision.utils import make_grid
+from tqdm import tqdm
+
+from . import distributed
+from .state import (TRAINING_STATE, find_resume_path, gather_rng_states, load_training_state,
+                    save_training_state, set_rng_state, unwrap)
+from model.checkpoint import save_weights
+
+AUTOCAST = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+@dataclass
+class Stage:
+    """What differs between the base and the refine stage.
+
+    build_model(args) -> nn.Module
+    param_groups(model, args) -> list of Adam parameter groups (each with 'name' and 'lr')
+    datasets(args) -> (train_set, valid_set), items (pha, fgr, bgr) as CompositionDataset gives them
+    batch_augment(args, generator) -> callable (pha, fgr, bgr) -> (src, pha, fgr, bgr), see BatchAugment
+    losses(model, src, bgr, true_pha, true_fgr) -> (terms, outputs): loss terms by name, 'total' among
+        them, and predictions by name ('pha', 'fgr', 'err', optionally 'ref') for logging
+    sync_batchnorm: convert BatchNorm to SyncBatchNorm under DDP
+    """
+    name: str
+    build_model: Callable
+    param_groups: Callable
+    datasets: Callable
+    batch_augment: Callable
+    losses: Callable
+    sync_batchnorm: bool = False
+
+
+class StopRequest:
+    """Remembers SIGTERM / SIGUSR1 (what Slurm sends before a time limit or preemption) while active."""
+
+    def __init__(self):
+        self.signal: Optional[int] = None
+        self.previous = {}
+
+    def __enter__(self):
+        self.previous = {sig: signal.signal(sig, self.handle) for sig in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def handle(self, signum, frame):
+        self.signal = signum
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    # DataLoader workers get the same signals as the trainer; they must not die before it has saved.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
+    """Randomness of the batch augmentation of one step: reproducible on resume, distinct per rank."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + rank) * 1_000_000_007 + step)
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler that can start part-way through an epoch (to resume at the exact step)."""
+
+    def __init__(self, dataset, num_replicas: int, rank: int, seed: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
+        self.start = 0
+
+    def __iter__(self):
+        indices = list(super().__iter__())
+        return iter(indices[self.start:])
+
+    def __len__(self):
+        return self.num_samples - self.start
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name == 'auto':
+        return 'fp16' if device.type == 'cuda' else 'fp32'
+    if name == 'fp16' and device.type != 'cuda':
+        raise SystemExit('--precision fp16 needs CUDA; on CPU use fp32 (default) or bf16')
+    return name
+
+
+def run(stage: Stage, args) -> None:
+    """Entry point of a trainer: launches the processes of the job and trains in each."""
+    device_type = 'cuda' if args.device == 'auto' and torch.cuda.is_available() else args.device
+    if device_type == 'auto':
+        device_type = 'cpu'
+    distributed.launch(lambda a, context: train(stage, a, context), args, device_type, args.nproc)
+
+
+def train(stage: Stage, args, context: distributed.DistributedContext) -> None:
+    try:
+        Trainer(stage, args, context).fit()
+    finally:
+        distributed.cleanup()
+
+
+class Trainer:
+    def __init__(self, stage: Stage, args, context: distributed.DistributedContext):
+        if args.batch_size % context.world_size != 0:
+            raise SystemExit(f'--batch-size {args.batch_size} does not divide by the {context.world_size} processes '
+                             'of the job: the batch is split evenly over them')
+        per_rank = args.batch_size // context.world_size
+        bn_batch = args.batch_size if stage.sync_batchnorm and context.distributed else per_rank
+        if bn_batch < 2:
+            raise SystemExit(f'--batch-size {args.batch_size} gives BatchNorm batches of {bn_batch} image: the ASPP '
+                             'pooling branch needs at least 2 (its statistics are over one value per image)')
+        self.stage, self.args, self.context = stage, args, context
+        self.device = context.device
+        self.precision = resolve_precision(args.precision, self.device)
+        self.checkpoint_dir = os.path.join(args.checkpoint_dir, args.model_name)
+        torch.manual_seed(args.seed + context.rank)
+        if args.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+            os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+        elif self.device.type == 'cuda':
+            torch.backends.cudnn.benchmark = True
+
+        train_set, valid_set = stage.datasets(args)
+        self.train_set, self.valid_set = train_set, valid_set
+        self.sampler = ResumableSampler(train_set, context.world_size, context.rank, args.seed)
+        self.loader = DataLoader(train_set, batch_size=per_rank, sampler=self.sampler, drop_last=True,
+                                 num_workers=args.num_workers, pin_memory=self.device.type == 'cuda',
+                                 worker_init_fn=ignore_stop_signals,
+                                 # Its own generator: drawing worker seeds from the global one would
+                                 # shift the dropout randomness of a resumed run.
+                                 generator=torch.Generator().manual_seed(args.seed))
+        self.steps_per_epoch = len(train_set) // args.batch_size
+        if self.steps_per_epoch == 0:
+            raise SystemExit(f'the training set has {len(train_set)} samples, fewer than one batch of '
+                             f'{args.batch_size}: lower --batch-size')
+
+        model = stage.build_model(args).to(self.device)
+        if context.distributed and stage.sync_batchnorm:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.optimizer = torch.optim.Adam(stage.param_groups(model, args))
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == 'fp16')
+        self.epoch, self.step, self.step_in_epoch, self.nonfinite_steps = args.epoch_start, 0, 0, 0
+
+        resume = find_resume_path(args.resume, self.checkpoint_dir)
+        if resume is not None:
+            self.restore(resume)
+        if context.distributed:
+            self.model = DistributedDataParallel(model, device_ids=[self.device] if self.device.type == 'cuda' else None)
+        self.writer = SummaryWriter(os.path.join(args.log_dir, args.model_name)) if context.is_main else None
+        self.stop = StopRequest()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def restore(self, path: str) -> None:
+        state = load_training_state(path, self.device)
+        unwrap(self.model).load_state_dict(state['model'])
+        self.optimizer.load_state_dict(state['optimizer'])
+        self.scaler.load_state_dict(state['scaler'])
+        self.epoch, self.step = state['epoch'], state['step']
+        self.step_in_epoch, self.nonfinite_steps = state['step_in_epoch'], state['nonfinite_steps']
+        if self.step_in_epoch >= self.steps_per_epoch:
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        rng = state.get('rng') or []
+        if len(rng) == self.context.world_size:
+            set_rng_state(rng[self.context.rank])
+        self.log(f'Resumed from {path} at epoch {self.epoch}, step {self.step}')
+
+    def save(self, weights_name: Optional[str] = None) -> None:
+        """All ranks call this (the RNG states are gathered); rank 0 writes."""
+        rng = gather_rng_states(self.context.world_size)
+        if self.context.is_main:
+            save_training_state(os.path.join(self.checkpoint_dir, TRAINING_STATE), self.model, self.optimizer,
+                                self.scaler, self.epoch, self.step, self.step_in_epoch, self.nonfinite_steps,
+                                self.args, rng)
+            if weights_name:
+                save_weights(unwrap(self.model), os.path.join(self.checkpoint_dir, weights_name))
+        if self.context.distributed:
+            dist.barrier()
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self) -> None:
+        args = self.args
+        self.log(f'Training {self.stage.name} on {self.context.world_size} process(es), {self.device}, '
+                 f'precision {self.precision}, {self.steps_per_epoch} steps per epoch')
+        with self.stop:
+            while self.epoch < args.epoch_end:
+                finished = self.train_epoch()
+                if not finished:
+                    break
+                self.save(f'epoch-{self.epoch}.pth')
+                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        if self.writer:
+            self.writer.close()
+
+    def train_epoch(self) -> bool:
+        """Trains the rest of the current epoch. False when the run must stop before its end."""
+        args = self.args
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.start = self.step_in_epoch * (args.batch_size // self.context.world_size)
+        if hasattr(self.train_set, 'set_epoch'):
+            self.train_set.set_epoch(self.epoch)
+        self.model.train()
+        progress = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f'epoch {self.epoch}',
+                        disable=not self.context.is_main, dynamic_ncols=True)
+        consecutive_nonfinite = 0
+        tick, images = time.perf_counter(), 0
+        for true_pha, true_fgr, true_bgr in self.loader:
+            generator = step_generator(args.seed, self.context.rank, self.step)
+            batch = [t.to(self.device, non_blocking=True) for t in (true_pha, true_fgr, true_bgr)]
+            true_src, true_pha, true_fgr, true_bgr = self.stage.batch_augment(args, generator)(*batch)
+
+            with torch.autocast(self.device.type, dtype=AUTOCAST[self.precision] or torch.float32,
+                                enabled=AUTOCAST[self.precision] is not None):
+                terms, outputs = self.stage.losses(self.model, true_src, true_bgr, true_pha, true_fgr)
+            loss = terms['total']
+
+            # Every rank must take the same branch, or DDP's gradient all-reduce would hang.
+            flags = distributed.any_rank(torch.tensor([float(not torch.isfinite(loss)),
+                                                       float(self.stop.signal is not None)]), self.context)
+            if flags[0]:
+                self.optimizer.zero_grad(set_to_none=True)
+                self.nonfinite_steps += 1
+                consecutive_nonfinite += 1
+                self.log(f'step {self.step}: non-finite loss, step skipped ({self.nonfinite_steps} so far)')
+                if consecutive_nonfinite >= args.max_nonfinite_steps:
+                    raise SystemExit(f'{consecutive_nonfinite} consecutive steps had a non-finite loss; stopping. '
+                                     'Lower the learning rates, try --precision fp32, or check the data.')
+            else:
+                consecutive_nonfinite = 0
+                self.scaler.scale(loss).backward()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+
+            self.step += 1
+            self.step_in_epoch += 1
+            images += true_src.size(0) * self.context.world_size
+            progress.update(1)
+
+            if self.context.is_main:
+                if self.step % args.log_train_loss_interval == 0:
+                    elapsed = time.perf_counter() - tick
+                    self.log_scalars(terms, images / max(elapsed, 1e-9))
+                    progress.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f'{images / max(elapsed, 1e-9):.1f}')
+                    tick, images = time.perf_counter(), 0
+                if self.step % args.log_train_images_interval == 0:
+                    self.log_images('train', true_src, true_bgr, true_pha, outputs)
+                if self.step % args.log_valid_interval == 0:
+                    self.validate()
+
+            if flags[1]:
+                self.save()
+                name = signal.Signals(self.stop.signal).name if self.stop.signal else 'a signal on another rank'
+                self.log(f'Stopped by {name} at step {self.step}; checkpoint saved; resume with --resume auto')
+                requeue_slurm_job(self.context)
+                progress.close()
+                return False
+            if args.max_steps is not None and self.step >= args.max_steps:
+                self.save(f'epoch-{self.epoch}-iter-{self.step}.pth')
+                self.log(f'Reached --max-steps {args.max_steps}')
+                progress.close()
+                return False
+            if self.step % args.checkpoint_interval == 0:
+                self.save(f'epoch-{self.epoch}-iter-{self.step}.pth')
+        progress.close()
+        return True
+
+    # ------------------------------------------------------------------ logging and validation
+
+    def log(self, message: str) -> None:
+        if self.context.is_main:
+            tqdm.write(message)
+            sys.stdout.flush()
+
+    def log_scalars(self, terms: Dict[str, torch.Tensor], images_per_s: float) -> None:
+        for name, value in terms.items():
+            self.writer.add_scalar(f'train/loss/{name}', float(value.detach()), self.step)
+        for group in self.optimizer.param_groups:
+            self.writer.add_scalar(f"train/lr/{group['name']}", group['lr'], self.step)
+        if self.scaler.is_enabled():
+            self.writer.add_scalar('train/grad_scale', self.scaler.get_scale(), self.step)
+        self.writer.add_scalar('train/images_per_s', images_per_s, self.step)
+        self.writer.add_scalar('train/nonfinite_steps', self.nonfinite_steps, self.step)
+
+    def log_images(self, tag: str, src, bgr, true_pha, outputs: Dict[str, torch.Tensor], count: int = 4) -> None:
+        size = src.shape[2:]
+        green = torch.tensor([120 / 255, 1, 155 / 255], device=src.device).view(1, 3, 1, 1)
+        pha, fgr = outputs['pha'].float(), outputs['fgr'].float()
+        panels = {'src': src, 'bgr': bgr, 'true_pha': true_pha, 'pha': pha, 'fgr': fgr,
+                  'com': fgr * pha + green * (1 - pha)}
+        for name in ('err', 'ref'):
+            if name in outputs:
+                panels[name] = nn.functional.interpolate(outputs[name].float(), size, mode='nearest')
+        for name, images in panels.items():
+            self.writer.add_image(f'{tag}/{name}', make_grid(images[:count].detach().float().cpu(), nrow=count),
+                                  self.step)
+
+    @torch.no_grad()
+    def validate(self) -> None:
+        """Loss, and SAD (sum of |alpha error| / 1000 per image) and MSE of alpha, on the fixed sample."""
+        model = unwrap(self.model)
+        model.eval()
+        totals, count = {}, 0
+        loader = DataLoader(self.valid_set, batch_size=max(1, self.args.batch_size // self.context.world_size),
+                            num_workers=0)
+        for true_pha, true_fgr, true_bgr in loader:
+            true_pha, true_fgr, true_bgr = (t.to(self.device) for t in (true_pha, true_fgr, true_bgr))
+            true_src = true_fgr * true_pha + true_bgr * (1 - true_pha)
+            with torch.autocast(self.device.type, dtype=AUTOCAST[self.precision] or torch.float32,
+                                enabled=AUTOCAST[self.precision] is not None):
+                terms, outputs = self.stage.losses(model, true_src, true_bgr, true_pha, true_fgr)
+            error = outputs['pha'].float() - true_pha
+            batch = {'loss': terms['total'] * true_pha.size(0),
+                     'pha_sad': error.abs().sum(dim=(1, 2, 3)).sum() / 1000,
+                     'pha_mse': error.pow(2).mean(dim=(1, 2, 3)).sum()}
+            for name, value in batch.items():
+                totals[name] = totals.get(name, 0.0) + float(value)
+            count += true_pha.size(0)
+        for name, value in totals.items():
+            self.writer.add_scalar(f'valid/{name}', value / max(count, 1), self.step)
+        self.log(f"step {self.step}: validation loss {totals.get('loss', math.nan) / max(count, 1):.4f}")
+        model.train()
+
+
+def requeue_slurm_job(context: distributed.DistributedContext) -> None:
+    """Under Slurm, puts the job back in the queue so that it resumes (as sbatch --requeue allows)."""
+    job = os.environ.get('SLURM_JOB_ID')
+    if job and context.is_main and os.environ.get('BGM_SLURM_REQUEUE', '1') == '1':
+        import shutil
+        import subprocess
+        if shutil.which('scontrol'):
+            subprocess.run(['scontrol', 'requeue', job], check=False)

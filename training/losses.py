@@ -1,0 +1,56 @@
+"""The training losses of the paper, computed in float32 whatever the autocast precision."""
+from typing import Dict
+
+import torch
+from kornia.filters import sobel
+from torch.nn import functional as F
+
+
+def matting_losses(pred_pha: torch.Tensor, pred_fgr: torch.Tensor, true_pha: torch.Tensor,
+                   true_fgr: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """L1 of alpha, L1 of its Sobel gradients, L1 of the foreground where the true alpha is above 0.
+
+    Inputs: pha (B, 1, H, W) and fgr (B, 3, H, W), predicted and true, 0 ~ 1.
+    """
+    pred_pha, pred_fgr = pred_pha.float(), pred_fgr.float()
+    true_msk = (true_pha != 0).float()
+    return {
+        'pha_l1': F.l1_loss(pred_pha, true_pha),
+        'pha_sobel_l1': F.l1_loss(sobel(pred_pha), sobel(true_pha)),
+        'fgr_l1': F.l1_loss(pred_fgr * true_msk, true_fgr * true_msk),
+    }
+
+
+def base_loss(pred_pha, pred_fgr, pred_err, true_pha, true_fgr) -> Dict[str, torch.Tensor]:
+    """Loss of MattingBase: the matting terms plus MSE(err, |pred_pha - true_pha|).
+
+    The error target is detached: the error head learns to predict the alpha error, it must not
+    change alpha to make its own target easier.
+    Returns the terms by name and their sum under 'total'.
+    """
+    terms = matting_losses(pred_pha, pred_fgr, true_pha, true_fgr)
+    true_err = (pred_pha.detach().float() - true_pha).abs()
+    terms['err_mse'] = F.mse_loss(pred_err.float(), true_err)
+    terms['total'] = sum(terms.values())
+    return terms
+
+
+def refine_loss(pred_pha, pred_fgr, pred_pha_sm, pred_fgr_sm, pred_err_sm, true_pha, true_fgr
+                ) -> Dict[str, torch.Tensor]:
+    """Loss of MattingRefine: the matting terms at full and at coarse resolution, and the error term
+    at full resolution (coarse error and alpha upsampled), its target detached.
+
+    Inputs: full resolution pha/fgr (B, C, H, W); coarse pha_sm/fgr_sm/err_sm (B, C, h, w); 0 ~ 1.
+    """
+    size = pred_pha_sm.shape[2:]
+    true_pha_sm = F.interpolate(true_pha, size, mode='bilinear', align_corners=False)
+    true_fgr_sm = F.interpolate(true_fgr, size, mode='bilinear', align_corners=False)
+    terms = matting_losses(pred_pha, pred_fgr, true_pha, true_fgr)
+    terms.update({name + '_sm': value for name, value in
+                  matting_losses(pred_pha_sm, pred_fgr_sm, true_pha_sm, true_fgr_sm).items()})
+    full = true_pha.shape[2:]
+    pred_err = F.interpolate(pred_err_sm.float(), full, mode='bilinear', align_corners=False)
+    pha_sm_up = F.interpolate(pred_pha_sm.detach().float(), full, mode='bilinear', align_corners=False)
+    terms['err_mse'] = F.mse_loss(pred_err, (pha_sm_up - true_pha).abs())
+    terms['total'] = sum(terms.values())
+    return terms

@@ -1,0 +1,49 @@
+"""Pieces of the recipe both stages use: data sets, weight initialisation, optimizer groups."""
+import torch
+from torch import nn
+
+import data_path
+from dataset import (BackgroundDataset, CompositionDataset, ForegroundDataset, SampleDataset, train_transforms,
+                     valid_transforms)
+from model.checkpoint import load_checkpoint, load_deeplabv3_state_dict, load_imagenet_backbone
+
+
+def composition_datasets(args, stage: str):
+    """Training and validation sets of (pha, fgr, bgr) at --sample-size, paths checked before training.
+
+    Training pairs each foreground with a random background each epoch under --seed; validation is a
+    fixed sample of --valid-samples items (geometry-only augmentation, its own seed).
+    """
+    try:
+        fgr_train = data_path.resolve_dataset(args.dataset_name, 'train', args)
+        fgr_valid = data_path.resolve_dataset(args.dataset_name, 'valid', args)
+        bgr_train = data_path.resolve_backgrounds(args.background_dataset, 'train', args)
+        bgr_valid = data_path.resolve_backgrounds(args.background_dataset, 'valid', args)
+    except ValueError as error:  # DataPathError: names the folder and shows the expected layout
+        raise SystemExit(f'error: {error}') from None
+    train = CompositionDataset(ForegroundDataset(fgr_train.files), BackgroundDataset(bgr_train.files),
+                               *train_transforms(args.sample_size, stage), seed=args.seed)
+    valid = CompositionDataset(ForegroundDataset(fgr_valid.files), BackgroundDataset(bgr_valid.files),
+                               *valid_transforms(args.sample_size), seed=args.seed + 1)
+    return train, SampleDataset(valid, min(args.valid_samples, len(valid)))
+
+
+def initialise_model(model: nn.Module, args) -> nn.Module:
+    """--model-pretrain-initialization (DeepLabV3 or ImageNet weights), then --model-last-checkpoint."""
+    if args.model_pretrain_initialization:
+        path = args.model_pretrain_initialization
+        state = torch.load(path, map_location='cpu', weights_only=True)
+        if isinstance(state, dict) and 'model_state' in state:
+            load_deeplabv3_state_dict(model, state, print_stats=False)
+        else:
+            load_imagenet_backbone(model, path, print_stats=False)
+    if args.model_last_checkpoint:
+        # A MattingBase checkpoint starts a MattingRefine: the refiner keeps its fresh weights.
+        load_checkpoint(model, args.model_last_checkpoint, allow_missing_refiner=True)
+    return model
+
+
+def param_groups(model: nn.Module, args, modules):
+    """One Adam group per top-level module, with its --lr-<module> learning rate."""
+    return [{'name': name, 'params': getattr(model, name).parameters(), 'lr': getattr(args, f'lr_{name}')}
+            for name in modules]

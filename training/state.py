@@ -1,0 +1,103 @@
+"""Training checkpoints: everything needed to continue exactly, written atomically by rank 0.
+
+A checkpoint is a dict of tensors and plain Python values only, so that it loads with
+`torch.load(weights_only=True)`:
+    model, optimizer, scaler: state_dicts (model without DDP's `module.` prefix)
+    epoch, step, step_in_epoch: where the run stands (step counts optimizer steps, skipped ones too)
+    nonfinite_steps: steps skipped so far because the loss was not finite
+    args: the command line options as a dict
+    rng: one entry per rank with the Python, NumPy, torch and CUDA generator states
+"""
+import os
+import random
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+TRAINING_STATE = 'last.pth'
+
+
+def rng_state() -> Dict[str, Any]:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, python_state, gauss = random.getstate()
+    return {
+        'python': [version, list(python_state), gauss],
+        'numpy': [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        'torch': torch.get_rng_state(),
+        'cuda': torch.cuda.get_rng_state() if torch.cuda.is_available() and torch.cuda.is_initialized() else None,
+    }
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    version, python_state, gauss = state['python']
+    random.setstate((version, tuple(python_state), gauss))
+    kind, keys, pos, has_gauss, cached = state['numpy']
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state['torch'])
+    if state['cuda'] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state['cuda'])
+
+
+def gather_rng_states(world_size: int) -> List[Dict[str, Any]]:
+    """Every rank's generator states, in rank order (a collective call: all ranks must call it)."""
+    own = rng_state()
+    if world_size == 1:
+        return [own]
+    states = [None] * world_size
+    dist.all_gather_object(states, own)
+    return states
+
+
+def atomic_save(obj, path: str) -> None:
+    """torch.save to a temporary name, then rename: a crash never leaves a truncated file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f'{path}.tmp.{os.getpid()}'
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, 'module', model)
+
+
+def save_training_state(path: str, model, optimizer, scaler, epoch: int, step: int, step_in_epoch: int,
+                        nonfinite_steps: int, args, rng: List[Dict[str, Any]]) -> None:
+    atomic_save({
+        'model': unwrap(model).state_dict(),
+        'optimizer': optimizer.state_dict(),
+        'scaler': scaler.state_dict(),
+        'epoch': epoch,
+        'step': step,
+        'step_in_epoch': step_in_epoch,
+        'nonfinite_steps': nonfinite_steps,
+        'args': {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in vars(args).items()},
+        'rng': rng,
+    }, path)
+
+
+def find_resume_path(resume: Optional[str], checkpoint_dir: str) -> Optional[str]:
+    """--resume PATH: that file (it must exist). --resume auto: the run's last state if there is one."""
+    if resume is None:
+        return None
+    if resume == 'auto':
+        path = os.path.join(checkpoint_dir, TRAINING_STATE)
+        return path if os.path.isfile(path) else None
+    if not os.path.isfile(resume):
+        raise SystemExit(f"--resume {resume}: no such file (expected a training checkpoint such as "
+                         f"{os.path.join(checkpoint_dir, TRAINING_STATE)}, or 'auto')")
+    return resume
+
+
+def load_training_state(path: str, map_location) -> Dict[str, Any]:
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    missing = {'model', 'optimizer', 'scaler', 'epoch', 'step', 'step_in_epoch'} - set(state)
+    if missing:
+        raise SystemExit(f"--resume {path}: not a training checkpoint of this project (missing {sorted(missing)}); "
+                         "plain weights are loaded with --model-last-checkpoint instead")
+    return state
