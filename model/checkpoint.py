@@ -43,7 +43,7 @@ def read_state_dict(path: str, map_location='cpu') -> Tuple[Dict[str, torch.Tens
     if is_torchscript_archive(path):
         raise CheckpointError(
             f"{path!r} is a TorchScript archive (written by torch.jit.save), not a state_dict or a training "
-            "checkpoint. Load it with torch.jit.load, or give it to the inference scripts with --model-type torchscript.")
+            "checkpoint. Load it with torch.jit.load; the inference scripts take it as --model-checkpoint as it is.")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:

@@ -1,0 +1,371 @@
+"""Matting of a video or an image sequence with its clean plate.
+
+Example:
+
+    python inference_video.py \\
+        --model-type mattingrefine \\
+        --model-backbone resnet50 \\
+        --model-backbone-scale 0.25 \\
+        --model-refine-mode sampling \\
+        --model-refine-sample-pixels 80000 \\
+        --model-checkpoint pytorch_resnet50.pth \\
+        --video-src input.mp4 \\
+        --video-bgr plate.png \\
+        --video-resize 1920 1080 \\
+        --output-dir out \\
+        --output-types com pha fgr \\
+        --video-target-bgr beach.mp4
+
+From Python, the same with a loaded model (or a TorchScript module):
+
+    from inference_video import convert_video
+    convert_video(model, 'input.mp4', 'out', clean_plate='plate.png', output_types=('com', 'pha'))
+
+Input: a video file, or a folder of frames (--frame-rate, default 30). Clean plate: an image, a
+video (frame by frame), or --bgr-first-frames N: the median of the first N frames, shot before the
+subject enters. Rotation metadata is applied: frames are matted and written upright.
+
+Outputs, --output-format video (H.264, the source's exact frame rate and timestamps, its audio
+copied unless --no-audio):
+    OUT/com.mp4  the foreground over --replacement-background (default the original's green)
+    OUT/pha.mp4, OUT/fgr.mp4, OUT/err.mp4, OUT/ref.mp4
+--output-format png (image sequences named after the source frames, 00000.png... for a video):
+    OUT/com/ RGBA PNG, OUT/pha/ OUT/err/ OUT/ref/ grayscale, OUT/fgr/ RGB;
+    OUT/composite/ RGB over --replacement-background when one is given.
+
+Existing outputs (a video file, or a non-empty frame folder) are not replaced unless --overwrite is
+given; videos are written under a temporary name and renamed once complete.
+"""
+import argparse
+import contextlib
+import itertools
+import os
+import time
+from fractions import Fraction
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from inference_utils import (COMPOSITE, DEFAULT_COMPOSITE_COLOUR, OUTPUT_TYPES, ImageSequenceWriter, InputError,
+                             Matting, ReplacementBackground, Throughput, VideoReader, VideoWriter,
+                             add_model_arguments, align_plate, check_not_existing, check_plate, exit_on_user_error,
+                             is_image_file, load_model_or_exit, median_plate, model_device_dtype, open_clip,
+                             parse_bit_rate, parse_frame_rate, parse_size, prepare_output_dir, read_image,
+                             run_pipeline, warn)
+
+DEFAULT_OUTPUT_TYPES = ('com', 'pha', 'fgr')
+OUTPUT_FORMATS = ('video', 'png')
+
+
+class Chunk(NamedTuple):
+    src: np.ndarray                   # (T, H, W, 3) uint8 source frames
+    bgr: np.ndarray                   # (T, H, W, 3) uint8 plates, or (H, W, 3) for one static plate
+    background: Optional[np.ndarray]  # (T, H, W, 3), (H, W, 3) or (1, 1, 3) uint8; None without composite
+    pts: List[int]                    # presentation times, in the source's time base
+    names: List[str]                  # frame names, for image sequences
+
+
+def convert_video(model: nn.Module,
+                  input_source: str,
+                  output_dir: str,
+                  clean_plate: Optional[str] = None,
+                  clean_plate_frames: int = 0,
+                  replacement_background: Optional[str] = None,
+                  output_types: Sequence[str] = DEFAULT_OUTPUT_TYPES,
+                  output_format: str = 'video',
+                  input_resize: Optional[Tuple[int, int]] = None,
+                  frame_rate: Optional[Fraction] = None,
+                  preprocess_alignment: bool = False,
+                  bit_rate: Optional[int] = None,
+                  crf: Optional[float] = None,
+                  audio: bool = True,
+                  seq_chunk: int = 1,
+                  queue_size: int = 4,
+                  overwrite: bool = False,
+                  progress: bool = True,
+                  device: Optional[torch.device] = None,
+                  dtype: Optional[torch.dtype] = None) -> Throughput:
+    """Mattes a clip: decoding, the model and encoding run at the same time (see `run_pipeline`).
+
+    Args:
+        model: MattingBase or MattingRefine, or a TorchScript module of one, in eval mode.
+        input_source: a video file, or a folder of frames.
+        output_dir: where the outputs go (created if missing; nothing in it is deleted).
+        clean_plate: an image, or a video giving the plate of each frame.
+        clean_plate_frames: instead of clean_plate, the median of the first N input frames (the
+            subject enters later); those frames are matted too.
+        replacement_background: a colour, an image or a video (looped) behind the composite: `com`
+            in video format, OUT/composite/ in png format.
+        output_types: from 'com', 'pha', 'fgr', 'err', 'ref'.
+        output_format: 'video' (OUT/<type>.mp4, H.264) or 'png' (OUT/<type>/<frame>.png).
+        input_resize: (W, H) to resize the input, plate and background frames to.
+        frame_rate: the frame rate of an image-sequence input (default 30); a video keeps its own.
+        preprocess_alignment: align the plate onto every frame (ORB + RANSAC), for a shaky camera.
+        bit_rate, crf: H.264 bits per second, or constant quality (default crf 18); video only.
+        audio: copy the source's audio track into the videos.
+        seq_chunk: frames given to the model at once.
+        queue_size: chunks read ahead and waiting to be written, per stage.
+        overwrite: replace existing outputs instead of refusing.
+        progress: show a progress bar.
+        device, dtype: where and in which precision the model runs; default those of its weights.
+    Returns:
+        frames done, end-to-end and model-only seconds.
+    """
+    output_types = list(dict.fromkeys(output_types))
+    check_options(output_types, output_format, clean_plate, clean_plate_frames, bit_rate, crf, seq_chunk, queue_size)
+    model = model.eval()
+    if device is None or dtype is None:
+        device, dtype = model_device_dtype(model)
+
+    # The images the model makes, and the output each is written to.
+    if output_format == 'video':
+        outputs = {(COMPOSITE if t == 'com' else t): os.path.join(output_dir, f'{t}.mp4') for t in output_types}
+        replacement_background = replacement_background or DEFAULT_COMPOSITE_COLOUR
+    else:
+        outputs = {t: os.path.join(output_dir, t) for t in output_types}
+        if replacement_background:
+            outputs[COMPOSITE] = os.path.join(output_dir, COMPOSITE)
+    matting = Matting(model, device, dtype, list(outputs))
+
+    with contextlib.ExitStack() as stack:
+        source = stack.enter_context(open_clip(input_source, input_resize, frame_rate, option='--video-src'))
+        plate, plate_reader = open_plate(clean_plate, source, input_resize)
+        if plate_reader:
+            stack.enter_context(plate_reader)
+        background = None
+        if COMPOSITE in outputs:
+            background = ReplacementBackground(replacement_background)
+            stack.callback(background.close)
+        prepare_output_dir(output_dir)
+        if not overwrite:
+            taken = [p for p in outputs.values() if os.path.isfile(p) or (os.path.isdir(p) and os.listdir(p))]
+            check_not_existing(taken, 'pass --overwrite to replace it, or choose another --output-dir')
+
+        bar = stack.enter_context(tqdm(total=source.num_frames, unit='frame', disable=not progress, dynamic_ncols=True))
+        start = time.perf_counter()
+        writers = {}
+        try:
+            for kind, path in outputs.items():
+                if output_format == 'video':
+                    keep_audio = audio and isinstance(source, VideoReader) and source.has_audio
+                    writers[kind] = VideoWriter(path, source.frame_rate, source.time_base, bit_rate, crf,
+                                                audio_source=input_source if keep_audio else None)
+                else:
+                    writers[kind] = ImageSequenceWriter(path)
+
+            def compute(chunk: Chunk):
+                images = matting(chunk.src, chunk.bgr, chunk.background,
+                                 label=f"{input_source} frames {chunk.names[0]} to {chunk.names[-1]}")
+                bar.update(len(chunk.names))
+                return {kind: (images[kind], chunk) for kind in writers}
+
+            # A video is timed by the source's pts, an image sequence named after the source's frames.
+            frame_keys = 'pts' if output_format == 'video' else 'names'
+            sinks = {kind: (lambda item, w=w: w.write(item[0], getattr(item[1], frame_keys)))
+                     for kind, w in writers.items()}
+            chunks = read_chunks(source, plate, plate_reader, clean_plate_frames, background,
+                                 preprocess_alignment, seq_chunk)
+            run_pipeline(chunks, compute, sinks, queue_size)
+            for writer in writers.values():
+                writer.close()
+        except BaseException:
+            for writer in writers.values():
+                writer.abort()
+            raise
+        return Throughput(matting.frames, time.perf_counter() - start, matting.model_seconds)
+
+
+def check_options(output_types, output_format, clean_plate, clean_plate_frames, bit_rate, crf, seq_chunk,
+                  queue_size) -> None:
+    """The option combinations convert_video refuses, with what to do instead."""
+    unknown = sorted(set(output_types) - set(OUTPUT_TYPES))
+    if unknown or not output_types:
+        raise InputError(f"output types must be among {', '.join(OUTPUT_TYPES)}; "
+                         f"got {', '.join(output_types) or 'none'}")
+    if output_format not in OUTPUT_FORMATS:
+        raise InputError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}; got {output_format!r}")
+    if bool(clean_plate) == (clean_plate_frames > 0):
+        raise InputError("give one clean plate: a file (--video-bgr) or a number of first frames (--bgr-first-frames)")
+    if seq_chunk < 1 or queue_size < 1:
+        raise InputError(f"seq_chunk and queue_size must be at least 1; got {seq_chunk} and {queue_size}")
+    if output_format != 'video' and (bit_rate or crf is not None):
+        raise InputError("--bitrate and --crf apply to video outputs only")
+    if bit_rate and crf is not None:
+        raise InputError("give --bitrate or --crf, not both")
+
+
+def open_plate(clean_plate: Optional[str], source, input_resize) -> Tuple[Optional[np.ndarray], Optional[VideoReader]]:
+    """The clean plate file: an image (H, W, 3) uint8, or a reader of a plate video; checked against the source."""
+    if not clean_plate:
+        return None, None
+    plate = reader = None
+    if os.path.isfile(clean_plate) and is_image_file(clean_plate):
+        plate = read_image(clean_plate, input_resize)
+        size = (plate.shape[1], plate.shape[0])
+    elif os.path.isfile(clean_plate):
+        reader = VideoReader(clean_plate, input_resize)
+        size = reader.size
+    else:
+        raise InputError(f"--video-bgr {clean_plate}: expected an image or a video file")
+    problem = None
+    if size != source.size:
+        problem = (f"--video-bgr {clean_plate} is {size[0]}x{size[1]} but --video-src {source.path} is "
+                   f"{source.size[0]}x{source.size[1]}: they must have the same size (or pass --video-resize W H "
+                   "to resize both)")
+    elif reader and reader.num_frames and source.num_frames and reader.num_frames < source.num_frames:
+        problem = (f"--video-bgr {clean_plate} has {reader.num_frames} frames but --video-src {source.path} has "
+                   f"{source.num_frames}: a plate video needs one plate per frame")
+    if problem:
+        if reader:
+            reader.close()
+        raise InputError(problem)
+    return plate, reader
+
+
+def read_chunks(source, plate: Optional[np.ndarray], plate_reader: Optional[VideoReader], plate_frames: int,
+                background: Optional[ReplacementBackground], preprocess_alignment: bool,
+                seq_chunk: int) -> Iterator[Chunk]:
+    """The source in chunks of `seq_chunk` frames, each with its clean plate(s) and background(s).
+
+    Runs on the reader thread: decoding, the plate from the first frames, alignment and the plate
+    check all happen there, beside the model.
+    """
+    frames = iter(source)
+    if plate_frames:
+        head = list(itertools.islice(frames, plate_frames))
+        if len(head) < plate_frames:
+            warn(f"{source.path} has only {len(head)} frames; the clean plate is their median")
+        plate = median_plate([frame.image for frame in head])
+        frames = itertools.chain(head, frames)
+    plates = iter(plate_reader) if plate_reader else None
+    size = source.size
+    done, failures, first_failure = 0, 0, None
+    while True:
+        batch = list(itertools.islice(frames, seq_chunk))
+        if not batch:
+            break
+        src = np.stack([frame.image for frame in batch])
+        if plates is not None:
+            frame_plates = []
+            for _ in batch:
+                frame = next(plates, None)
+                if frame is None:
+                    raise InputError(f"--video-bgr {plate_reader.path} ended after {done + len(frame_plates)} "
+                                     f"frames but --video-src {source.path} goes on: a plate video needs one per frame")
+                frame_plates.append(frame.image)
+            bgr = np.stack(frame_plates)
+        else:
+            bgr = plate
+        if preprocess_alignment:
+            plates_of_batch = bgr if bgr.ndim == 4 else [bgr] * len(batch)
+            aligned = []
+            for image, frame_plate in zip(src, plates_of_batch):
+                alignment = align_plate(image, frame_plate)
+                if alignment.failure:
+                    failures += 1
+                    first_failure = first_failure or f"frame {done + len(aligned)}: {alignment.failure}"
+                aligned.append(alignment.plate)
+            bgr = np.stack(aligned)
+        if done == 0 and not plate_frames:
+            problem = check_plate(src[0], bgr if bgr.ndim == 3 else bgr[0])
+            if problem:
+                warn(f"{source.path}, first frame: {problem}")
+        backs = None
+        if background is not None:
+            backs = [background.frame(size) for _ in batch]
+            backs = backs[0] if all(b is backs[0] for b in backs) else np.stack(backs)
+        yield Chunk(src, bgr, backs, [frame.pts for frame in batch], [frame.name for frame in batch])
+        done += len(batch)
+    if failures:
+        warn(f"alignment failed on {failures} of {done} frames, which use the plate unaligned ({first_failure})")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=os.path.basename(__file__),
+                                     description='Matting of a video or an image sequence (BGMv2).',
+                                     epilog=__doc__.split('\n\n', 2)[2],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(parser)
+    group = parser.add_argument_group('input')
+    group.add_argument('--video-src', '--src', dest='src', required=True, metavar='PATH',
+                       help='a video file, or a folder of frames')
+    plate = group.add_mutually_exclusive_group(required=True)
+    plate.add_argument('--video-bgr', '--bgr', dest='bgr', metavar='PATH',
+                       help='the clean plate: an image, or a video with one plate per frame')
+    plate.add_argument('--bgr-first-frames', type=int, default=0, metavar='N',
+                       help='take the clean plate from the first N frames (their median), shot before the '
+                            'subject enters')
+    group.add_argument('--video-resize', type=int, nargs=2, metavar=('W', 'H'),
+                       help='resize the input, plate and background to W x H')
+    group.add_argument('--frame-rate', type=parse_frame_rate, metavar='FPS',
+                       help='frame rate of a folder of frames, e.g. 25 or 30000/1001 (default 30)')
+    group.add_argument('--preprocess-alignment', action='store_true',
+                       help='align the plate onto every frame (ORB + RANSAC homography); frames where it fails '
+                            'use the plate as it is')
+    group = parser.add_argument_group('output')
+    group.add_argument('--output-dir', required=True, metavar='DIR')
+    group.add_argument('--output-types', nargs='+', choices=OUTPUT_TYPES, default=list(DEFAULT_OUTPUT_TYPES),
+                       help=f"default: {' '.join(DEFAULT_OUTPUT_TYPES)}")
+    group.add_argument('--output-format', choices=['video', 'png', 'image_sequences'], default='video',
+                       help="'video': H.264 files; 'png' (or 'image_sequences'): a folder of PNG frames per type")
+    group.add_argument('--video-target-bgr', '--replacement-background', dest='replacement_background',
+                       metavar='COLOUR|IMAGE|VIDEO',
+                       help=f"behind the composite: a colour ('white', '#78ff9b', '120,255,155'), an image, or a "
+                            f"video (looped); default {DEFAULT_COMPOSITE_COLOUR} for com.mp4")
+    quality = group.add_mutually_exclusive_group()
+    quality.add_argument('--bitrate', type=parse_bit_rate, metavar='RATE', help='H.264 bit rate, e.g. 4M or 800k')
+    quality.add_argument('--crf', type=float, help='H.264 constant quality, 0 (lossless) to 51; default 18')
+    group.add_argument('--no-audio', action='store_true', help="do not copy the source's audio into the videos")
+    group.add_argument('--overwrite', action='store_true', help='replace existing outputs')
+    group = parser.add_argument_group('performance')
+    group.add_argument('--seq-chunk', type=int, default=1, help='frames given to the model at once (default 1)')
+    group.add_argument('--queue-size', type=int, default=4,
+                       help='chunks read ahead and waiting to be written, per stage (default 4)')
+    group.add_argument('--disable-progress', action='store_true')
+    return parser
+
+
+def main(argv=None) -> None:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if not os.path.exists(args.src):
+        parser.error(f"--video-src {args.src}: no such file or folder")
+    if args.bgr and not os.path.isfile(args.bgr):
+        parser.error(f"--video-bgr {args.bgr}: no such file")
+    if args.bgr_first_frames < 0 or args.seq_chunk < 1 or args.queue_size < 1:
+        parser.error('--bgr-first-frames must be positive, --seq-chunk and --queue-size at least 1')
+    if args.crf is not None and not 0 <= args.crf <= 51:
+        parser.error(f'--crf {args.crf:g}: expected 0 (lossless) to 51')
+
+    def run():
+        resize = parse_size(args.video_resize, '--video-resize')
+        model, device, dtype = load_model_or_exit(parser, args)
+        throughput = convert_video(
+            model, args.src, args.output_dir,
+            clean_plate=args.bgr,
+            clean_plate_frames=args.bgr_first_frames,
+            replacement_background=args.replacement_background,
+            output_types=args.output_types,
+            output_format='png' if args.output_format == 'image_sequences' else args.output_format,
+            input_resize=resize,
+            frame_rate=args.frame_rate,
+            preprocess_alignment=args.preprocess_alignment,
+            bit_rate=args.bitrate,
+            crf=args.crf,
+            audio=not args.no_audio,
+            seq_chunk=args.seq_chunk,
+            queue_size=args.queue_size,
+            overwrite=args.overwrite,
+            progress=not args.disable_progress,
+            device=device,
+            dtype=dtype)
+        print(f"{args.output_dir}: {throughput}")
+
+    exit_on_user_error(parser.prog, run)
+
+
+if __name__ == '__main__':
+    main()

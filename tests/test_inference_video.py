@@ -1,0 +1,133 @@
+"""inference_video.py and convert_video end to end on clips made by the tests with PyAV."""
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import inference_video
+from inference_video import convert_video
+from model import MattingRefine
+from test_inference_utils import checkpoint  # noqa: F401 (a fixture)
+from test_inference_utils import NTSC, clip_frames, leftovers, model_args, read_video, save_png, write_video
+
+FRAMES = 8
+
+
+@pytest.fixture(scope='module')
+def clip(tmp_path_factory):
+    """take.mp4 (H.264 with an AAC track, 30000/1001 fps, 160x96) and its clean plate plate.png."""
+    folder = tmp_path_factory.mktemp('clip')
+    plate, frames = clip_frames(FRAMES)
+    write_video(folder / 'take.mp4', frames)
+    save_png(folder / 'plate.png', plate)
+    return folder
+
+
+def run(*argv):
+    """Runs the script in this process; returns its exit status (0 when it returned)."""
+    try:
+        inference_video.main([str(a) for a in argv])
+    except SystemExit as exit:
+        return exit.code
+    return 0
+
+
+def read_pngs(folder):
+    return [np.asarray(Image.open(os.path.join(folder, name))) for name in sorted(os.listdir(folder))]
+
+
+def test_videos_keep_frame_count_exact_frame_rate_and_audio(clip, checkpoint, tmp_path, capsys):
+    out = tmp_path / 'out'
+    assert run('--video-src', clip / 'take.mp4', '--video-bgr', clip / 'plate.png', '--output-dir', out,
+               '--output-types', 'com', 'pha', 'fgr', 'err', 'ref', '--seq-chunk', '3', '--disable-progress',
+               *model_args(checkpoint)) == 0
+    assert re.search(r'8 frames in .* s: model only .* fps, end to end .* fps', capsys.readouterr().out)
+    assert sorted(os.listdir(out)) == ['com.mp4', 'err.mp4', 'fgr.mp4', 'pha.mp4', 'ref.mp4']
+    for name in os.listdir(out):
+        frames, facts, audio = read_video(out / name)
+        assert len(frames) == FRAMES and frames[0].shape == (96, 160, 3), name
+        assert facts['rate'] == NTSC and audio == ['aac'], name
+
+
+def test_image_sequence_run_matches_the_video_run_frame_by_frame(tmp_path, checkpoint):
+    plate, frames = clip_frames(6, seed=1)
+    for index, frame in enumerate(frames):
+        save_png(tmp_path / 'frames' / f'{index:04d}.png', frame)
+    save_png(tmp_path / 'plate.png', plate)
+    write_video(tmp_path / 'lossless.mkv', frames, codec='ffv1', audio=False)
+    assert all(np.array_equal(a, b) for a, b in zip(read_video(tmp_path / 'lossless.mkv')[0], frames))
+
+    model = MattingRefine('mobilenetv2', backbone_scale=0.5, refine_sample_pixels=2000).eval()
+    model.load_state_dict(torch.load(checkpoint, weights_only=True))
+    common = dict(clean_plate=str(tmp_path / 'plate.png'), output_types=('com', 'pha', 'fgr'), progress=False)
+    convert_video(model, str(tmp_path / 'frames'), str(tmp_path / 'seq'), output_format='png', seq_chunk=4, **common)
+    convert_video(model, str(tmp_path / 'lossless.mkv'), str(tmp_path / 'vid'), output_format='png', **common)
+    convert_video(model, str(tmp_path / 'lossless.mkv'), str(tmp_path / 'mp4'), crf=0, **common)
+
+    assert os.listdir(tmp_path / 'seq' / 'pha') and sorted(os.listdir(tmp_path / 'seq' / 'pha'))[0] == '0000.png'
+    for output_type in ['com', 'pha', 'fgr']:
+        sequence, video = read_pngs(tmp_path / 'seq' / output_type), read_pngs(tmp_path / 'vid' / output_type)
+        assert len(sequence) == len(video) == 6
+        for a, b in zip(sequence, video):  # chunks of 4 and of 1 frame: equal up to rounding
+            assert a.shape == b.shape and np.abs(a.astype(int) - b).max() <= 1, output_type
+    encoded = [frame[:, :, 0] for frame in read_video(tmp_path / 'mp4' / 'pha.mp4')[0]]
+    assert len(encoded) == 6
+    for a, b in zip(read_pngs(tmp_path / 'vid' / 'pha'), encoded):
+        assert np.abs(a.astype(int) - b).mean() < 1
+
+
+def test_plate_from_first_frames_and_a_looping_background_video(tmp_path, checkpoint, capsys):
+    plate, frames = clip_frames(5)
+    write_video(tmp_path / 'take.mp4', [plate, plate] + frames, audio=False)
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    write_video(tmp_path / 'backdrop.mkv', [np.full((50, 80, 3), c, np.uint8) for c in colours],
+                codec='ffv1', audio=False)
+    out = tmp_path / 'out'
+    assert run('--video-src', tmp_path / 'take.mp4', '--bgr-first-frames', '2', '--output-dir', out,
+               '--output-format', 'png', '--output-types', 'pha', '--video-target-bgr', tmp_path / 'backdrop.mkv',
+               '--disable-progress', *model_args(checkpoint)) == 0
+    assert 'nearly identical' not in capsys.readouterr().err  # the first frames are the plate, by design
+    phas, composites = read_pngs(out / 'pha'), read_pngs(out / 'composite')
+    assert len(phas) == len(composites) == 7
+    for index, (pha, composite) in enumerate(zip(phas, composites)):
+        assert (composite[pha == 0] == colours[index % 3]).all(), index
+
+
+def test_rotation_metadata_is_honoured(tmp_path, checkpoint):
+    plate, frames = clip_frames(3)
+    write_video(tmp_path / 'phone.mp4', frames, rotation=90, audio=False)
+    save_png(tmp_path / 'plate.png', np.rot90(plate).copy())  # the plate as the phone's gallery shows it
+    assert run('--video-src', tmp_path / 'phone.mp4', '--video-bgr', tmp_path / 'plate.png', '--output-dir',
+               tmp_path / 'out', '--output-types', 'pha', '--disable-progress', *model_args(checkpoint)) == 0
+    frames, _, _ = read_video(tmp_path / 'out' / 'pha.mp4')
+    assert len(frames) == 3 and frames[0].shape == (160, 96, 3)
+
+
+def test_bad_inputs_end_with_a_clear_message(clip, checkpoint, tmp_path, capsys):
+    plate, frames = clip_frames(3)
+    save_png(tmp_path / 'small_plate.png', plate[:64, :128])
+    write_video(tmp_path / 'short_plate.mp4', [plate] * 3, audio=False)
+    (tmp_path / 'broken.mp4').write_bytes(b'not a video')
+    (tmp_path / 'taken').mkdir()
+    (tmp_path / 'taken' / 'pha.mp4').write_bytes(b'earlier result')
+    source = ['--video-src', clip / 'take.mp4']
+    cases = [
+        (['--video-src', tmp_path / 'nowhere.mp4', '--video-bgr', clip / 'plate.png'], 2, 'nowhere.mp4: no such file'),
+        ([*source, '--video-bgr', tmp_path / 'small_plate.png'], 1, 'is 128x64 but --video-src .* is 160x96'),
+        ([*source, '--video-bgr', tmp_path / 'short_plate.mp4'], 1, 'has 3 frames but --video-src .* has 8'),
+        (['--video-src', tmp_path / 'broken.mp4', '--video-bgr', clip / 'plate.png'], 1, 'cannot open it as a video'),
+        ([*source, '--video-bgr', clip / 'plate.png', '--output-dir', tmp_path / 'taken'], 1,
+         'taken/pha.mp4 already exists'),
+    ]
+    for argv, status, message in cases:
+        if '--output-dir' not in argv:
+            argv = [*argv, '--output-dir', tmp_path / 'out']
+        assert run(*argv, '--output-types', 'pha', '--disable-progress', *model_args(checkpoint)) == status, argv
+        err = capsys.readouterr().err
+        assert re.search(message, err) and 'Traceback' not in err, err
+    assert (tmp_path / 'taken' / 'pha.mp4').read_bytes() == b'earlier result'
+    assert not (tmp_path / 'out').exists() or os.listdir(tmp_path / 'out') == []
+    assert not leftovers(tmp_path)
