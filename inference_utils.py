@@ -65,6 +65,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bo
                        help='80,000 for HD, 320,000 for 4K')
     group.add_argument('--model-refine-threshold', type=float, default=0.7)
     group.add_argument('--model-refine-kernel-size', type=int, choices=[1, 3], default=3)
+    group.add_argument('--model-refine-prevent-oversampling', action=argparse.BooleanOptionalAction, default=True,
+                       help='sampling mode: skip selected patches whose predicted error is 0')
     group.add_argument('--model-refine-patch-crop-method', choices=PATCH_CROP_METHODS, default='unfold')
     group.add_argument('--model-refine-patch-replace-method', choices=PATCH_REPLACE_METHODS, default='scatter_nd')
     group.add_argument('--device', default='auto', help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
@@ -85,11 +87,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_precision(name: str, device: torch.device) -> torch.dtype:
-    """The dtype to run in: the requested one if a convolution works in it on `device`, else float32."""
+def resolve_precision(name: str, device: torch.device, slow_fallback: bool = True) -> torch.dtype:
+    """The dtype to run in: the requested one if a convolution works in it on `device`, else float32.
+    With `slow_fallback`, fp16 on CPU (which works, but very slowly) also runs in float32."""
     dtype = PRECISIONS[name]
     if dtype == torch.float32:
         return dtype
+    if slow_fallback and dtype == torch.float16 and device.type == 'cpu':
+        # It runs, but on slow paths (depthwise convolutions take seconds even at small sizes).
+        warnings.warn('--precision fp16 is very slow on CPU in PyTorch; running in fp32 (bf16 is the fast '
+                      'reduced precision there)')
+        return torch.float32
     try:
         conv = nn.Conv2d(3, 4, 3, padding=1).to(device, dtype)
         with torch.no_grad():
@@ -110,13 +118,15 @@ def build_model(args: argparse.Namespace) -> nn.Module:
                          refine_sample_pixels=args.model_refine_sample_pixels,
                          refine_threshold=args.model_refine_threshold,
                          refine_kernel_size=args.model_refine_kernel_size,
+                         refine_prevent_oversampling=args.model_refine_prevent_oversampling,
                          refine_patch_crop_method=args.model_refine_patch_crop_method,
                          refine_patch_replace_method=args.model_refine_patch_replace_method)
 
 
-def load_model(args: argparse.Namespace, device: Optional[torch.device] = None
+def load_model(args: argparse.Namespace, device: Optional[torch.device] = None, slow_fallback: bool = True
                ) -> Tuple[nn.Module, torch.device, torch.dtype]:
-    """Builds and loads the model the options describe, in eval mode, on its device and dtype.
+    """Builds and loads the model the options describe, in eval mode, on its device and dtype
+    (`slow_fallback`: see `resolve_precision`; exports turn it off to write the precision asked for).
 
     A TorchScript file is loaded as it is; the refine settings given on the command line are applied
     to the attributes it exposes (see export_torchscript.py).
@@ -126,12 +136,13 @@ def load_model(args: argparse.Namespace, device: Optional[torch.device] = None
         device, dtype: where and in which precision inputs must be given.
     """
     device = device or resolve_device(args.device)
-    dtype = resolve_precision(args.precision, device)
+    dtype = resolve_precision(args.precision, device, slow_fallback)
     if args.model_checkpoint and is_torchscript_archive(args.model_checkpoint):
         model = torch.jit.load(args.model_checkpoint, map_location=device)
         settings = dict(backbone_scale=args.model_backbone_scale, refine_mode=args.model_refine_mode,
                         refine_sample_pixels=args.model_refine_sample_pixels,
-                        refine_threshold=args.model_refine_threshold)
+                        refine_threshold=args.model_refine_threshold,
+                        refine_prevent_oversampling=args.model_refine_prevent_oversampling)
         for name, value in settings.items():
             if hasattr(model, name):
                 setattr(model, name, value)

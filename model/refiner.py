@@ -94,7 +94,9 @@ class Refiner(nn.Module):
             idx = torch.nonzero(ref.squeeze(1))
             idx = idx[:, 0], idx[:, 1], idx[:, 2]
 
-            if idx[0].size(0) > 0:
+            # A trace (ONNX export) records only the branch taken: always record the refinement, so that
+            # the exported graph refines whatever its example input selected (empty selections run fine).
+            if torch.jit.is_tracing() or idx[0].size(0) > 0:
                 x = torch.cat([hid, pha, fgr], dim=1)
                 x = F.interpolate(x, (H_half, W_half), mode='bilinear', align_corners=False)
                 x = self.crop_patch(x, idx, 2, 3 if self.kernel_size == 3 else 0)

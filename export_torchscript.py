@@ -1,0 +1,155 @@
+"""Export MattingRefine or MattingBase as a TorchScript file that needs nothing but PyTorch to run.
+
+Example:
+
+    python export_torchscript.py \
+        --model-type mattingrefine \
+        --model-backbone mobilenetv2 \
+        --model-checkpoint pytorch_mobilenetv2.pth \
+        --precision fp32 \
+        --output torchscript_mobilenetv2_fp32.pth
+
+Using the file, as with the official TorchScript files (no import of this project):
+
+    model = torch.jit.load('torchscript_mobilenetv2_fp32.pth').eval()
+    model.backbone_scale = 0.25
+    model.refine_mode = 'sampling'              # 'full', 'sampling' or 'thresholding'
+    model.refine_sample_pixels = 80_000
+    model.refine_threshold = 0.7
+    model.refine_prevent_oversampling = True
+    pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm = model(src, bgr)    # see MattingRefine
+
+The backbone, the weights' dtype, the refine kernel size and the patch crop/replace methods are fixed
+in the file. Files using `--model-refine-patch-crop-method roi_align` need `import torchvision` before
+`torch.jit.load` (the op lives in torchvision); the default, unfold, needs only torch.
+"""
+import argparse
+import json
+import os
+import sys
+import warnings
+import zipfile
+from typing import Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from inference_utils import PRECISIONS, TORCHSCRIPT_SETTINGS, add_model_arguments, load_model
+from model import MattingRefine
+from model.checkpoint import is_torchscript_archive
+
+METADATA_NAME = 'bgmv2.json'
+
+
+class HoistedMattingRefine(nn.Module):
+    """MattingRefine with its tunable settings at the top level, so that they can be set on the loaded
+    TorchScript module (`model.refine_sample_pixels = 80_000`); `forward` copies them into the model.
+
+    Inputs and outputs are those of MattingRefine:
+        src, bgr: (B, 3, H, W), 0 ~ 1.
+        -> pha (B, 1, H, W), fgr (B, 3, H, W), pha_sm, fgr_sm, err_sm (B, C, Hc, Wc), ref_sm (B, 1, H/4, W/4).
+    """
+
+    def __init__(self, model: MattingRefine):
+        super().__init__()
+        # TorchScript types attributes from their values: make them float/int/bool whatever was passed.
+        model.backbone_scale = float(model.backbone_scale)
+        model.refiner.sample_pixels = int(model.refiner.sample_pixels)
+        model.refiner.threshold = float(model.refiner.threshold)
+        model.refiner.prevent_oversampling = bool(model.refiner.prevent_oversampling)
+        self.model = model
+        self.backbone_scale = model.backbone_scale
+        self.refine_mode = model.refiner.mode
+        self.refine_sample_pixels = model.refiner.sample_pixels
+        self.refine_threshold = model.refiner.threshold
+        self.refine_prevent_oversampling = model.refiner.prevent_oversampling
+
+    def forward(self, src: torch.Tensor, bgr: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                    torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.model.backbone_scale = self.backbone_scale
+        self.model.refiner.mode = self.refine_mode
+        self.model.refiner.sample_pixels = self.refine_sample_pixels
+        self.model.refiner.threshold = self.refine_threshold
+        self.model.refiner.prevent_oversampling = self.refine_prevent_oversampling
+        return self.model(src, bgr)
+
+
+def script_model(model: nn.Module, freeze: bool = False) -> torch.jit.ScriptModule:
+    """Scripts an eager MattingBase or MattingRefine (on its device, in its dtype, in eval mode).
+
+    A MattingRefine is wrapped in `HoistedMattingRefine`. `freeze` inlines the weights as constants
+    (`torch.jit.freeze`), keeping the hoisted settings settable.
+    """
+    if isinstance(model, MattingRefine):
+        model = HoistedMattingRefine(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)  # torch.jit is deprecated, still the way to do this
+        scripted = torch.jit.script(model.eval())
+        if freeze:
+            preserved = [name for name in TORCHSCRIPT_SETTINGS if hasattr(scripted, name)]
+            scripted = torch.jit.freeze(scripted, preserved_attrs=preserved)
+    return scripted
+
+
+def save(scripted: torch.jit.ScriptModule, path: str, metadata: dict) -> None:
+    """Writes the file under a temporary name, then renames it; `metadata` is stored as bgmv2.json."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + '.tmp'
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', FutureWarning)
+            torch.jit.save(scripted, tmp, _extra_files={METADATA_NAME: json.dumps(metadata)})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_metadata(path: str) -> dict:
+    """What export_torchscript.py recorded about a TorchScript file ({} for other files)."""
+    with zipfile.ZipFile(path) as archive:
+        names = [name for name in archive.namelist() if name.endswith('/extra/' + METADATA_NAME)]
+        return json.loads(archive.read(names[0])) if names else {}
+
+
+def model_metadata(args: argparse.Namespace, **extra) -> dict:
+    """The architecture facts of the model options, for the file's metadata."""
+    metadata = dict(model_type=args.model_type, backbone=args.model_backbone, precision=args.precision)
+    if args.model_type == 'mattingrefine':
+        metadata.update(refine_kernel_size=args.model_refine_kernel_size,
+                        refine_patch_crop_method=args.model_refine_patch_crop_method,
+                        refine_patch_replace_method=args.model_refine_patch_replace_method)
+    return {**metadata, **extra}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description='Export a matting model as TorchScript.')
+    add_model_arguments(parser)
+    parser.add_argument('--freeze', action='store_true',
+                        help='torch.jit.freeze: weights become constants, batch norms are folded into the '
+                             'convolutions; the file then runs only in its precision')
+    parser.add_argument('--output', required=True, help='the TorchScript file to write')
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if os.path.isfile(args.model_checkpoint) and is_torchscript_archive(args.model_checkpoint):
+        parser.error(f"--model-checkpoint {args.model_checkpoint} is already TorchScript; "
+                     "give the state_dict or training checkpoint it was made from")
+    try:
+        model, device, dtype = load_model(args, slow_fallback=False)
+    except (ValueError, OSError) as error:  # CheckpointError is a ValueError
+        parser.error(str(error))
+    if dtype != PRECISIONS[args.precision]:
+        parser.error(f"--precision {args.precision} cannot run on {device}; export on a device that supports it")
+
+    scripted = script_model(model, freeze=args.freeze)
+    save(scripted, args.output, model_metadata(args, frozen=args.freeze))
+    print(f"Saved {args.output} ({args.model_type}, {args.model_backbone}, {args.precision}"
+          f"{', frozen' if args.freeze else ''})")
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
