@@ -12,30 +12,10 @@ from onnx import numpy_helper
 
 import export_onnx
 from model import MattingBase, MattingRefine
+from test_export_torchscript import checkpoint, eager  # noqa: F401 (checkpoint is a fixture)
 
 RESOLUTION = ['160', '128']  # width, height traced at
 SAMPLE_PIXELS = 1600
-
-
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    """MattingRefine weights whose error prediction is positive, so that the refiner has work."""
-    torch.manual_seed(0)
-    model = MattingRefine('mobilenetv2')
-    with torch.no_grad():
-        model.decoder.conv4.bias[4] = 0.5
-    path = str(tmp_path_factory.mktemp('weights') / 'refine.pth')
-    torch.save(model.state_dict(), path)
-    return path
-
-
-def eager(checkpoint, model_class=MattingRefine, **settings):
-    model = model_class('mobilenetv2', **settings)
-    state_dict = torch.load(checkpoint, weights_only=True)
-    if model_class is MattingBase:
-        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('refiner.')}
-    model.load_state_dict(state_dict)
-    return model.eval()
 
 
 def export(checkpoint, path, *options):
