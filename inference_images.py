@@ -1,6 +1,12 @@
 """Matting of images: sources with their clean plates, one pair or folders of them.
 
-Example:
+Without arguments, mattes the bundled sample captures (samples/) with the bundled demonstration
+model (weights/, trained on synthetic data only) and writes the results to a new folder under
+output/:
+
+    python inference_images.py
+
+Example with official weights:
 
     python inference_images.py \\
         --model-type mattingrefine \\
@@ -42,6 +48,8 @@ from inference_utils import (COMPOSITE, OUTPUT_TYPES, InputError, Matting, Repla
                              run_pipeline, save_image, warn)
 
 DEFAULT_OUTPUT_TYPES = ['com', 'pha', 'fgr']
+REPOSITORY = os.path.dirname(os.path.abspath(__file__))
+DEMO_CHECKPOINT = os.path.join(REPOSITORY, 'weights', 'mattingrefine_mobilenetv2_synthetic_fp16.pth')
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -49,19 +57,21 @@ def get_args_parser() -> argparse.ArgumentParser:
                                      description='Matting of images with their clean plates (BGMv2).',
                                      epilog=__doc__.split('\n\n', 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(parser)
+    add_model_arguments(parser, checkpoint_required=False)
     group = parser.add_argument_group('input')
-    group.add_argument('--src', '--images-src', dest='src', required=True, metavar='PATH',
-                       help='a source image, or a folder of them (searched recursively)')
-    group.add_argument('--bgr', '--images-bgr', dest='bgr', required=True, metavar='PATH',
+    group.add_argument('--src', '--images-src', dest='src', metavar='PATH',
+                       help='a source image, or a folder of them (searched recursively); default: the bundled '
+                            'samples/src')
+    group.add_argument('--bgr', '--images-bgr', dest='bgr', metavar='PATH',
                        help='the clean plate of --src: an image (for one source or all of them) or a folder '
-                            'mirroring --src')
+                            'mirroring --src; default: the bundled samples/bgr')
     group.add_argument('--preprocess-alignment', action='store_true',
                        help='warp each plate onto its source (ORB + RANSAC homography) for a camera that moved '
                             'a little; a plate that cannot be aligned is used as it is, with a warning')
     group = parser.add_argument_group('output')
-    group.add_argument('--output-dir', required=True, metavar='DIR',
-                       help='created if missing; an existing one is kept and written into')
+    group.add_argument('--output-dir', metavar='DIR',
+                       help='created if missing; an existing one is kept and written into. Default: a new '
+                            'folder output/<name of --src>[-N], never an existing one')
     group.add_argument('--output-types', nargs='+', choices=OUTPUT_TYPES, default=DEFAULT_OUTPUT_TYPES,
                        help=f"default: {' '.join(DEFAULT_OUTPUT_TYPES)}")
     group.add_argument('--replacement-background', metavar='COLOUR|IMAGE',
@@ -174,9 +184,35 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     print(f"{len(todo)} image(s) written to {args.output_dir}; {throughput}")
 
 
+def apply_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """The bundled samples and demonstration model where the command line names none, and a new
+    output folder where it names none."""
+    if (args.src is None) != (args.bgr is None):
+        parser.error('give both --src and --bgr, or neither (to matte the bundled samples)')
+    name = None
+    if args.src is None:
+        args.src, args.bgr = os.path.join(REPOSITORY, 'samples', 'src'), os.path.join(REPOSITORY, 'samples', 'bgr')
+        name = 'samples'
+    if args.model_checkpoint is None:
+        if args.model_backbone != 'mobilenetv2':
+            parser.error(f'--model-checkpoint is required with --model-backbone {args.model_backbone} (the '
+                         'bundled demonstration model has a mobilenetv2 backbone)')
+        args.model_checkpoint = DEMO_CHECKPOINT
+        print(f"Using the bundled demonstration model {os.path.relpath(DEMO_CHECKPOINT)} (trained on synthetic "
+              "data only; pass --model-checkpoint with official BGMv2 weights for real photos)")
+    if args.output_dir is None:
+        name = name or os.path.splitext(os.path.basename(os.path.normpath(args.src)))[0] or 'images'
+        base = os.path.join('output', name)
+        args.output_dir, n = base, 1
+        while os.path.lexists(args.output_dir):
+            n += 1
+            args.output_dir = f'{base}-{n}'
+
+
 def main(argv=None) -> None:
     parser = get_args_parser()
     args = parser.parse_args(argv)
+    apply_defaults(args, parser)
     exit_on_user_error(parser.prog, lambda: run(args, parser))
 
 

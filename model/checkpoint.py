@@ -189,8 +189,16 @@ def load_imagenet_backbone(model: nn.Module, path: str, print_stats: bool = True
 
 def save_weights(model: nn.Module, path: str) -> None:
     """Saves a plain state_dict for inference, atomically (temporary name, then rename)."""
-    model = getattr(model, 'module', model)
+    save_state_dict(getattr(model, 'module', model).state_dict(), path)
+
+
+def save_state_dict(state_dict: Dict[str, torch.Tensor], path: str,
+                    dtype: Optional[torch.dtype] = None) -> None:
+    """Saves weights atomically; with `dtype`, floating tensors are cast to it (e.g. float16 halves the
+    file; `load_checkpoint` casts them back to the model's dtype)."""
+    if dtype is not None:
+        state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + '.tmp'
-    torch.save(model.state_dict(), tmp)
+    torch.save(state_dict, tmp)
     os.replace(tmp, path)

@@ -11,11 +11,16 @@ import torch
 from onnx import numpy_helper
 
 import export_onnx
-from model import MattingBase, MattingRefine
-from test_export_torchscript import checkpoint, eager  # noqa: F401 (checkpoint is a fixture)
+from model import MattingBase
+from test_export_torchscript import eager
 
 RESOLUTION = ['160', '128']  # width, height traced at
 SAMPLE_PIXELS = 1600
+
+
+@pytest.fixture(scope='module')
+def checkpoint(busy_checkpoint):
+    return busy_checkpoint
 
 
 def export(checkpoint, path, *options):

@@ -1,6 +1,8 @@
 """inference_images.py end to end on synthetic capture pairs, with a small random-weight checkpoint."""
 import os
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +11,6 @@ from PIL import Image
 
 import inference_images
 from model import MattingBase
-from test_inference_utils import checkpoint  # noqa: F401 (a fixture)
 from test_inference_utils import composite_subject, leftovers, model_args, save_png, textured_plate
 
 SIZES = {'studio/0000': (160, 96), 'studio/take2/0001': (192, 128), '0002': (256, 144)}
@@ -158,3 +159,35 @@ def test_bad_inputs_end_with_a_clear_message(tmp_path, checkpoint, capsys):
         assert 'Traceback' not in err
     for folder in ['o1', 'o2', 'o3', 'o4']:
         assert not (tmp_path / folder).exists() or not leftovers(tmp_path / folder)
+
+
+def test_without_arguments_the_bundled_samples_are_matted_into_a_new_folder(tmp_path):
+    """The quick start: `python inference_images.py` with the bundled model and samples."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, 'inference_images.py')
+    first = subprocess.run([sys.executable, script, '--disable-progress'], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert 'output/samples' in first.stdout
+    sources = sorted(os.listdir(os.path.join(root, 'samples', 'src')))
+    assert len(sources) >= 3
+    for name in sources:
+        stem = os.path.splitext(name)[0] + '.png'
+        src = Image.open(os.path.join(root, 'samples', 'src', name))
+        com = Image.open(tmp_path / 'output' / 'samples' / 'com' / stem)
+        pha = np.asarray(Image.open(tmp_path / 'output' / 'samples' / 'pha' / stem))
+        assert com.mode == 'RGBA' and com.size == src.size and pha.shape == (src.height, src.width)
+        # A matte, not a constant: both background and subject are present.
+        assert (pha < 13).mean() > 0.05 and (pha > 242).mean() > 0.05
+    second = subprocess.run([sys.executable, script, '--disable-progress'], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert os.path.isdir(tmp_path / 'output' / 'samples-2')
+
+
+def test_without_a_checkpoint_another_backbone_is_refused(capsys):
+    """The bundled weights are MobileNetV2: asking for ResNet-50 without weights is a usage error."""
+    with pytest.raises(SystemExit) as exit_info:
+        inference_images.main(['--model-backbone', 'resnet50'])
+    assert exit_info.value.code == 2
+    assert '--model-checkpoint is required with --model-backbone resnet50' in capsys.readouterr().err

@@ -97,15 +97,6 @@ def read_video(path):
     return frames, facts, audio
 
 
-@pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    """A random-weight MattingRefine (MobileNetV2) state_dict, as the official checkpoints are."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp('checkpoint') / 'mattingrefine_mobilenetv2.pth'
-    torch.save(MattingRefine('mobilenetv2').state_dict(), path)
-    return str(path)
-
-
 def model_args(checkpoint):
     """Small and fast: backbone at half resolution, few refined pixels."""
     return ['--model-checkpoint', checkpoint, '--model-backbone', 'mobilenetv2', '--model-backbone-scale', '0.5',

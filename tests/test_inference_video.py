@@ -10,7 +10,6 @@ from PIL import Image
 import inference_video
 from inference_video import convert_video
 from model import MattingRefine
-from test_inference_utils import checkpoint  # noqa: F401 (a fixture)
 from test_inference_utils import NTSC, clip_frames, leftovers, model_args, read_video, save_png, write_video
 
 FRAMES = 8

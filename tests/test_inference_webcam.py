@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 import inference_webcam
-from test_inference_utils import checkpoint  # noqa: F401 (a fixture)
 from test_inference_utils import NTSC, clip_frames, leftovers, model_args, read_video, write_video
 
 

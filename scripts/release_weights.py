@@ -1,0 +1,41 @@
+"""Turns any weight file (a training checkpoint, a state_dict) into plain inference weights, optionally
+in float16: half the size, and what weights/ holds. The model loader casts them back to float32.
+
+    python scripts/release_weights.py checkpoint/demo-refine/last.pth \
+        weights/mattingrefine_mobilenetv2_synthetic_fp16.pth --fp16
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from model.checkpoint import CheckpointError, detect_backbone, read_state_dict, save_state_dict  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('checkpoint', help='a training checkpoint or state_dict of this project, or official weights')
+    parser.add_argument('output', help='the plain state_dict to write (not overwritten without --overwrite)')
+    parser.add_argument('--fp16', action='store_true', help='store floating tensors as float16')
+    parser.add_argument('--overwrite', action='store_true')
+    args = parser.parse_args(argv)
+    if os.path.exists(args.output) and not args.overwrite:
+        parser.error(f'{args.output} exists; pass --overwrite to replace it')
+    try:
+        state_dict, kind = read_state_dict(args.checkpoint)
+    except (FileNotFoundError, CheckpointError) as error:
+        parser.error(str(error))
+    backbone = detect_backbone(state_dict)
+    if backbone is None:
+        parser.error(f'{args.checkpoint} does not hold BGMv2 matting weights (no known backbone keys)')
+    save_state_dict(state_dict, args.output, torch.float16 if args.fp16 else None)
+    model = 'MattingRefine' if any(k.startswith('refiner.') for k in state_dict) else 'MattingBase'
+    size = os.path.getsize(args.output) / 2 ** 20
+    print(f'{model} ({backbone}) weights from a {kind} written to {args.output} ({size:.1f} MiB)')
+
+
+if __name__ == '__main__':
+    main()
