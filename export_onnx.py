@@ -74,6 +74,30 @@ def example_inputs(batch_size: int, height: int, width: int, dtype: torch.dtype 
     return src.to(device, dtype), bgr.to(device, dtype)
 
 
+def tracing_inputs(model: nn.Module, batch_size: int, height: int, width: int,
+                   fixed_shape: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Example inputs to trace with, avoiding a refinement of exactly one patch.
+
+    With one patch the exporter fixes the patch dimension of the scatter to 1, and the file then fails
+    on every input that refines more. Other examples (seeds), then a larger batch where the batch is
+    dynamic, are tried until the count is not 1.
+    """
+    param = next(model.parameters())
+    batch_sizes = [batch_size] if fixed_shape else [batch_size, batch_size + 1]
+    for size in batch_sizes:
+        for seed in range(8):
+            src, bgr = example_inputs(size, height, width, param.dtype, param.device, seed)
+            if not hasattr(model, 'refiner'):
+                return src, bgr
+            with torch.no_grad():
+                patches = int(model(src, bgr)[-1].sum())
+            if patches != 1:
+                return src, bgr
+    warnings.warn('every example input refines exactly one patch: the exported file works only for inputs '
+                  'that refine one patch too (sample more pixels, or export without --fixed-shape)')
+    return src, bgr
+
+
 def trace_size(model: nn.Module, height: int, width: int, fixed_shape: bool) -> Tuple[int, int]:
     """The (height, width) to trace at.
 
@@ -118,8 +142,7 @@ def export(model: nn.Module, path: str, opset: int = DEFAULT_OPSET, batch_size: 
     model_type = 'mattingrefine' if hasattr(model, 'refiner') else 'mattingbase'
     output_names = OUTPUT_NAMES[model_type]
     height, width = trace_size(model, resolution[1], resolution[0], fixed_shape)
-    param = next(model.parameters())
-    src, bgr = example_inputs(batch_size, height, width, param.dtype, param.device)
+    src, bgr = tracing_inputs(model, batch_size, height, width, fixed_shape)
     dynamic_axes = None
     if not fixed_shape:
         dynamic_axes = {name: {0: 'batch', 2: 'height', 3: 'width'} for name in INPUT_NAMES}

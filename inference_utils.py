@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from model import MattingBase, MattingRefine, load_checkpoint
+from model import CheckpointError, MattingBase, MattingRefine, load_checkpoint
 from model.checkpoint import is_torchscript_archive
 from model.model import BACKBONES
 from model.refiner import PATCH_CROP_METHODS, PATCH_REPLACE_METHODS, REFINE_MODES
@@ -138,7 +138,11 @@ def load_model(args: argparse.Namespace, device: Optional[torch.device] = None, 
     device = device or resolve_device(args.device)
     dtype = resolve_precision(args.precision, device, slow_fallback)
     if args.model_checkpoint and is_torchscript_archive(args.model_checkpoint):
-        model = torch.jit.load(args.model_checkpoint, map_location=device)
+        try:
+            model = torch.jit.load(args.model_checkpoint, map_location=device)
+        except RuntimeError as error:
+            raise CheckpointError(f'{args.model_checkpoint}: looks like a TorchScript archive but cannot be '
+                                  f'loaded ({str(error).splitlines()[0]})') from None
         settings = dict(backbone_scale=args.model_backbone_scale, refine_mode=args.model_refine_mode,
                         refine_sample_pixels=args.model_refine_sample_pixels,
                         refine_threshold=args.model_refine_threshold,

@@ -3,6 +3,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -135,6 +136,10 @@ def test_bad_inputs_end_with_a_clear_message(tmp_path, checkpoint, capsys):
     base_weights = tmp_path / 'base.pth'
     torch.save(MattingBase('mobilenetv2').state_dict(), base_weights)
     (tmp_path / 'a_file').write_text('')
+    broken_script = tmp_path / 'broken.pt'   # a zip that looks like TorchScript but holds no model
+    with zipfile.ZipFile(broken_script, 'w') as archive:
+        archive.writestr('broken/code/__torch__.py', '')
+        archive.writestr('broken/constants.pkl', b'')
     good = ['--src', tmp_path / 'src', '--bgr', tmp_path / 'bgr', '--disable-progress']
 
     cases = [
@@ -146,7 +151,11 @@ def test_bad_inputs_end_with_a_clear_message(tmp_path, checkpoint, capsys):
          'MattingBase weights .* MattingRefine'),
         ([*good, '--output-dir', tmp_path / 'o4', *model_args(str(tmp_path / 'missing.pth'))], 2,
          'missing.pth.* does not exist'),
+        ([*good, '--output-dir', tmp_path / 'o5', *model_args(str(broken_script))], 2,
+         'broken.pt: looks like a TorchScript archive but cannot be loaded'),
         ([*good, '--output-dir', tmp_path / 'a_file', *model_args(checkpoint)], 1, 'a_file: is a file, not a folder'),
+        # Unwritable even for root: a folder below a file.
+        ([*good, '--output-dir', tmp_path / 'a_file' / 'sub', *model_args(checkpoint)], 1, 'cannot write there'),
     ]
     if os.geteuid() != 0:  # permissions do not stop root
         (tmp_path / 'read_only').mkdir(mode=0o500)

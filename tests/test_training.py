@@ -13,6 +13,7 @@ import train_refine
 from dataset.synthetic import generate
 from training import distributed
 from training.engine import Stage, Trainer
+from training.losses import base_loss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -172,9 +173,12 @@ def test_rank_variables_from_torchrun_and_slurm():
     torchrun = distributed.launcher_environment({'RANK': '3', 'WORLD_SIZE': '8', 'LOCAL_RANK': '1',
                                                  'MASTER_ADDR': 'node1', 'MASTER_PORT': '1234'})
     assert torchrun == dict(rank=3, world_size=8, local_rank=1, master_addr='node1', master_port='1234')
-    slurm = distributed.launcher_environment({'SLURM_PROCID': '5', 'SLURM_NTASKS': '8', 'SLURM_LOCALID': '1',
-                                              'SLURM_JOB_NODELIST': 'gpu[07-09,12]', 'SLURM_JOB_ID': '4242'})
+    job = {'SLURM_PROCID': '5', 'SLURM_NTASKS': '8', 'SLURM_LOCALID': '1',
+           'SLURM_JOB_NODELIST': 'gpu[07-09,12]', 'SLURM_JOB_ID': '4242'}
+    slurm = distributed.launcher_environment({**job, 'SLURM_STEP_ID': '0'})
     assert slurm == dict(rank=5, world_size=8, local_rank=1, master_addr='gpu07', master_port=str(15000 + 4242))
+    # The batch script itself (no srun step) is one process: a plain start, not rank 5 of 8.
+    assert distributed.launcher_environment(job) is None
     assert distributed.launcher_environment({'SLURM_PROCID': '0', 'SLURM_NTASKS': '1'}) is None
     assert distributed.first_slurm_host('node12,gpu3') == 'node12'
 
@@ -183,3 +187,12 @@ def test_missing_data_is_a_clear_error(tmp_path):
     args = base_args(str(tmp_path / 'nowhere'), str(tmp_path))
     with pytest.raises(SystemExit, match='nowhere'):
         train_base.main(args)
+
+
+def test_losses_are_float32_under_autocast():
+    """Sobel is a convolution: autocast must not run it (or any loss term) in low precision."""
+    torch.manual_seed(0)
+    pha, fgr = torch.rand(2, 1, 16, 16), torch.rand(2, 3, 16, 16)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        terms = base_loss(pha.bfloat16(), fgr.bfloat16(), torch.rand(2, 1, 16, 16).bfloat16(), pha * 0.9, fgr)
+    assert all(term.dtype == torch.float32 for term in terms.values()), {k: v.dtype for k, v in terms.items()}

@@ -52,7 +52,9 @@ def launcher_environment(env=os.environ) -> Optional[dict]:
         return dict(rank=int(env['RANK']), world_size=int(env['WORLD_SIZE']),
                     local_rank=int(env.get('LOCAL_RANK', 0)),
                     master_addr=env.get('MASTER_ADDR', '127.0.0.1'), master_port=env.get('MASTER_PORT', '29500'))
-    if 'SLURM_PROCID' in env and int(env.get('SLURM_NTASKS', '1')) > 1:
+    # Only inside an srun step: a plain `python` in the batch script of a job with several tasks
+    # also sees SLURM_PROCID=0 and SLURM_NTASKS>1, but it is one process and must not wait for others.
+    if 'SLURM_PROCID' in env and 'SLURM_STEP_ID' in env and int(env.get('SLURM_NTASKS', '1')) > 1:
         job_id = int(env.get('SLURM_JOB_ID', '0'))
         return dict(rank=int(env['SLURM_PROCID']), world_size=int(env['SLURM_NTASKS']),
                     local_rank=int(env.get('SLURM_LOCALID', 0)),

@@ -119,12 +119,17 @@ def train(stage: Stage, args, context: distributed.DistributedContext) -> None:
 
 
 class Trainer:
+    @staticmethod
+    def sync_batchnorm(stage: Stage, context: distributed.DistributedContext) -> bool:
+        """SyncBatchNorm where the stage asks for it and it can run: distributed CUDA (not gloo on CPU)."""
+        return stage.sync_batchnorm and context.distributed and context.device.type == 'cuda'
+
     def __init__(self, stage: Stage, args, context: distributed.DistributedContext):
         if args.batch_size % context.world_size != 0:
             raise SystemExit(f'--batch-size {args.batch_size} does not divide by the {context.world_size} processes '
                              'of the job: the batch is split evenly over them')
         per_rank = args.batch_size // context.world_size
-        bn_batch = args.batch_size if stage.sync_batchnorm and context.distributed else per_rank
+        bn_batch = args.batch_size if self.sync_batchnorm(stage, context) else per_rank
         if bn_batch < 2:
             raise SystemExit(f'--batch-size {args.batch_size} gives BatchNorm batches of {bn_batch} image: the ASPP '
                              'pooling branch needs at least 2 (its statistics are over one value per image)')
@@ -155,7 +160,7 @@ class Trainer:
                              f'{args.batch_size}: lower --batch-size')
 
         model = stage.build_model(args).to(self.device)
-        if context.distributed and stage.sync_batchnorm:
+        if self.sync_batchnorm(stage, context):
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
         self.optimizer = torch.optim.Adam(stage.param_groups(model, args))

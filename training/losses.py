@@ -13,12 +13,15 @@ def matting_losses(pred_pha: torch.Tensor, pred_fgr: torch.Tensor, true_pha: tor
     Inputs: pha (B, 1, H, W) and fgr (B, 3, H, W), predicted and true, 0 ~ 1.
     """
     pred_pha, pred_fgr = pred_pha.float(), pred_fgr.float()
+    true_pha, true_fgr = true_pha.float(), true_fgr.float()
     true_msk = (true_pha != 0).float()
-    return {
-        'pha_l1': F.l1_loss(pred_pha, true_pha),
-        'pha_sobel_l1': F.l1_loss(sobel(pred_pha), sobel(true_pha)),
-        'fgr_l1': F.l1_loss(pred_fgr * true_msk, true_fgr * true_msk),
-    }
+    # Sobel is a convolution, which autocast would run in low precision again: keep it out.
+    with torch.autocast(pred_pha.device.type, enabled=False):
+        return {
+            'pha_l1': F.l1_loss(pred_pha, true_pha),
+            'pha_sobel_l1': F.l1_loss(sobel(pred_pha), sobel(true_pha)),
+            'fgr_l1': F.l1_loss(pred_fgr * true_msk, true_fgr * true_msk),
+        }
 
 
 def base_loss(pred_pha, pred_fgr, pred_err, true_pha, true_fgr) -> Dict[str, torch.Tensor]:
