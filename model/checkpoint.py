@@ -12,7 +12,9 @@ import os
 import zipfile
 from typing import Dict, Optional, Tuple
 
+import numpy as np
 import torch
+from numpy._core.multiarray import scalar as numpy_scalar
 from torch import nn
 
 WEIGHT_KEYS = ('model', 'state_dict', 'model_state')
@@ -21,6 +23,17 @@ WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 
 class CheckpointError(ValueError):
     """A weight file that cannot be used for the requested model."""
+
+
+# Training checkpoints of other projects hold numpy scalars beside the weights (VainF's DeepLabV3
+# files store `best_score` as numpy.float64): plain data, safe to unpickle.
+NUMPY_SCALAR_GLOBALS = [numpy_scalar, np.dtype, *(type(np.dtype(t)) for t in ('f8', 'f4', 'i8', 'i4', 'bool'))]
+
+
+def load_weights_file(path: str, map_location='cpu'):
+    """`torch.load` with `weights_only=True` (no arbitrary code), also accepting numpy scalars."""
+    with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
+        return torch.load(path, map_location=map_location, weights_only=True)
 
 
 def is_torchscript_archive(path: str) -> bool:
@@ -45,7 +58,7 @@ def read_state_dict(path: str, map_location='cpu') -> Tuple[Dict[str, torch.Tens
             f"{path!r} is a TorchScript archive (written by torch.jit.save), not a state_dict or a training "
             "checkpoint. Load it with torch.jit.load; the inference scripts take it as --model-checkpoint as it is.")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj = load_weights_file(path, map_location)
     except Exception as error:
         raise CheckpointError(f"cannot read checkpoint {path!r}: {error}") from error
 
@@ -146,7 +159,7 @@ def load_deeplabv3_state_dict(model: nn.Module, state_dict, print_stats: bool = 
     if isinstance(state_dict, str):
         if not os.path.isfile(state_dict):
             raise FileNotFoundError(f"DeepLabV3 checkpoint {state_dict!r} does not exist")
-        state_dict = torch.load(state_dict, map_location='cpu', weights_only=True)
+        state_dict = load_weights_file(state_dict)
     if isinstance(state_dict, dict) and isinstance(state_dict.get('model_state'), dict):
         state_dict = state_dict['model_state']
     state_dict = strip_wrapper_prefixes(state_dict)
@@ -176,7 +189,7 @@ def load_imagenet_backbone(model: nn.Module, path: str, print_stats: bool = True
         raise FileNotFoundError(
             f"ImageNet weights {path!r} do not exist; download torchvision's weight file for the backbone "
             "on a machine with internet access and pass its path")
-    state_dict = torch.load(path, map_location='cpu', weights_only=True)
+    state_dict = load_weights_file(path)
     state_dict = {'backbone.' + k: v for k, v in strip_wrapper_prefixes(state_dict).items()}
     first_conv = 'backbone.conv1.weight' if 'backbone.conv1.weight' in state_dict else 'backbone.features.0.0.weight'
     if first_conv not in state_dict:

@@ -1,5 +1,6 @@
 import os
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -111,7 +112,8 @@ def test_deeplabv3_weights_load_with_their_names(tmp_path, backbone):
             continue  # DeepLabV3 has no such decoder
         vainf[key] = value
     path = str(tmp_path / 'best_deeplabv3.pth')
-    torch.save({'model_state': vainf, 'cur_itrs': 1000}, path)
+    # As VainF's save_ckpt writes it: best_score is a numpy scalar (np.nanmean of the class IoUs).
+    torch.save({'model_state': vainf, 'cur_itrs': 1000, 'best_score': np.nanmean([0.7, 0.8])}, path)
     model = MattingBase(backbone)
     loaded, total = model.load_pretrained_deeplabv3_state_dict(path, print_stats=False)
     assert loaded == len(vainf)

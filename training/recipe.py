@@ -1,11 +1,10 @@
 """Pieces of the recipe both stages use: data sets, weight initialisation, optimizer groups."""
-import torch
 from torch import nn
 
 import data_path
 from dataset import (BackgroundDataset, CompositionDataset, ForegroundDataset, SampleDataset, train_transforms,
                      valid_transforms)
-from model.checkpoint import load_checkpoint, load_deeplabv3_state_dict, load_imagenet_backbone
+from model.checkpoint import load_checkpoint, load_deeplabv3_state_dict, load_imagenet_backbone, load_weights_file
 
 
 def composition_datasets(args, stage: str):
@@ -32,7 +31,7 @@ def initialise_model(model: nn.Module, args) -> nn.Module:
     """--model-pretrain-initialization (DeepLabV3 or ImageNet weights), then --model-last-checkpoint."""
     if args.model_pretrain_initialization:
         path = args.model_pretrain_initialization
-        state = torch.load(path, map_location='cpu', weights_only=True)
+        state = load_weights_file(path)
         if isinstance(state, dict) and 'model_state' in state:
             load_deeplabv3_state_dict(model, state, print_stats=False)
         else:
