@@ -16,6 +16,7 @@ chunk of T frames; tensors only exist on the model's device, inside `Matting`.
 """
 import argparse
 import itertools
+import math
 import os
 import queue
 import re
@@ -990,7 +991,12 @@ class VideoWriter:
     def __init__(self, path: str, frame_rate: Fraction, time_base: Optional[Fraction] = None,
                  bit_rate: Optional[int] = None, crf: Optional[float] = None, audio_source: Optional[str] = None):
         self.path = path
-        self.time_base = Fraction(time_base) if time_base else 1 / Fraction(frame_rate)
+        self.input_time_base = Fraction(time_base) if time_base else 1 / Fraction(frame_rate)
+        self.frame_duration = 1 / Fraction(frame_rate)
+        # A coarse time base (1/1000 in MKV and WebM) cannot hold the frames' true times (30000/1001
+        # fps is 33.366... ms a frame): write in a unit that holds both, and put times that are a
+        # frame-grid time rounded to the input unit back on the grid (see `output_pts`).
+        self.time_base = Fraction(1, math.lcm(self.input_time_base.denominator, self.frame_duration.denominator))
         self.temporary = temporary_path(path)
         self.audio_input = self.audio_stream = self._audio_packets = self._pending = None
         self._last_pts: Optional[int] = None
@@ -1035,14 +1041,14 @@ class VideoWriter:
             self._pending = None
 
     def write(self, frames: np.ndarray, pts: Sequence[int]) -> None:
-        """frames: (T, H, W, C) uint8, C = 1 (gray) or 3 (RGB); pts: T times in `time_base` units."""
+        """frames: (T, H, W, C) uint8, C = 1 (gray) or 3 (RGB); pts: T times in `input_time_base` units (the time_base given)."""
         if self._last_pts is None:
             height, width = frames.shape[1:3]
             self.stream.width, self.stream.height = width, height
             self.stream.pix_fmt = 'yuv420p' if width % 2 == 0 and height % 2 == 0 else 'yuv444p'
         pixel_format = {1: 'gray', 3: 'rgb24'}[frames.shape[3]]
         for image, t in zip(frames, pts):
-            t = int(t)
+            t = self.output_pts(int(t))
             if self._last_pts is not None and t <= self._last_pts:  # H.264 needs increasing times
                 t = self._last_pts + 1
             self._mux_audio_until(t * self.time_base)
@@ -1050,6 +1056,16 @@ class VideoWriter:
             frame.pts, frame.time_base = t, self.time_base
             self.container.mux(self.stream.encode(frame))
             self._last_pts = t
+
+    def output_pts(self, pts: int) -> int:
+        """A time in `input_time_base` units as a time in `time_base` units; a time within one input
+        unit of the frame grid (k / frame_rate) is snapped onto it, so a constant frame rate stays exact
+        and a variable one keeps its times."""
+        seconds = pts * self.input_time_base
+        on_grid = round(seconds / self.frame_duration) * self.frame_duration
+        if abs(seconds - on_grid) < self.input_time_base:
+            seconds = on_grid
+        return int(seconds / self.time_base)
 
     def close(self) -> None:
         """Finishes the file and gives it its name."""

@@ -1,6 +1,7 @@
 """inference_video.py and convert_video end to end on clips made by the tests with PyAV."""
 import os
 import re
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -49,6 +50,17 @@ def test_videos_keep_frame_count_exact_frame_rate_and_audio(clip, checkpoint, tm
         frames, facts, audio = read_video(out / name)
         assert len(frames) == FRAMES and frames[0].shape == (96, 160, 3), name
         assert facts['rate'] == NTSC and audio == ['aac'], name
+
+
+def test_a_millisecond_time_base_keeps_the_exact_frame_rate(clip, checkpoint, tmp_path):
+    # Matroska stores times in milliseconds: 30000/1001 fps frames are 33 or 34 ms apart there.
+    _, frames = clip_frames(FRAMES)
+    write_video(tmp_path / 'take.mkv', frames)
+    assert read_video(tmp_path / 'take.mkv')[1]['time_base'] == Fraction(1, 1000)
+    assert run('--video-src', tmp_path / 'take.mkv', '--video-bgr', clip / 'plate.png', '--output-dir',
+               tmp_path / 'out', '--output-types', 'pha', '--disable-progress', *model_args(checkpoint)) == 0
+    written, facts, audio = read_video(tmp_path / 'out' / 'pha.mp4')
+    assert len(written) == FRAMES and facts['rate'] == NTSC and audio == ['aac']
 
 
 def test_image_sequence_run_matches_the_video_run_frame_by_frame(tmp_path, checkpoint):
