@@ -83,12 +83,12 @@ def tracing_inputs(model: nn.Module, batch_size: int, height: int, width: int,
     dynamic, are tried until the count is not 1.
     """
     param = next(model.parameters())
+    if not hasattr(model, 'refiner'):
+        return example_inputs(batch_size, height, width, param.dtype, param.device)
     batch_sizes = [batch_size] if fixed_shape else [batch_size, batch_size + 1]
     for size in batch_sizes:
         for seed in range(8):
             src, bgr = example_inputs(size, height, width, param.dtype, param.device, seed)
-            if not hasattr(model, 'refiner'):
-                return src, bgr
             with torch.no_grad():
                 patches = int(model(src, bgr)[-1].sum())
             if patches != 1:

@@ -1041,7 +1041,8 @@ class VideoWriter:
             self._pending = None
 
     def write(self, frames: np.ndarray, pts: Sequence[int]) -> None:
-        """frames: (T, H, W, C) uint8, C = 1 (gray) or 3 (RGB); pts: T times in `input_time_base` units (the time_base given)."""
+        """frames: (T, H, W, C) uint8, C = 1 (gray) or 3 (RGB); pts: T times in the time base given
+        to the constructor (`input_time_base`)."""
         if self._last_pts is None:
             height, width = frames.shape[1:3]
             self.stream.width, self.stream.height = width, height

@@ -14,7 +14,7 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
-from numpy._core.multiarray import scalar as numpy_scalar
+from numpy._core.multiarray import scalar as numpy_scalar  # the name pickles of numpy scalars refer to
 from torch import nn
 
 WEIGHT_KEYS = ('model', 'state_dict', 'model_state')

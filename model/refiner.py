@@ -199,8 +199,8 @@ class Refiner(nn.Module):
             y2 = y * size + size + 2 * padding - 0.5
             boxes = torch.stack([b, x1, y1, x2, y2], dim=1)
             if x.dtype == torch.bfloat16:
-                # torchvision has no bfloat16 roi_align (neither CPU nor CUDA kernels); the crop copies pixels exactly, so
-                # computing it in float32 gives the same values.
+                # torchvision has no bfloat16 roi_align kernel (CPU or CUDA); the crop copies pixels
+                # exactly, so computing it in float32 gives the same values.
                 return torchvision.ops.roi_align(x.float(), boxes.float(), size + 2 * padding,
                                                  sampling_ratio=1).to(x.dtype)
             return torchvision.ops.roi_align(x, boxes, size + 2 * padding, sampling_ratio=1)

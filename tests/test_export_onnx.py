@@ -128,16 +128,17 @@ def test_refinement_is_exported_even_if_the_example_input_selects_nothing(checkp
 def test_a_trace_that_refines_one_patch_is_avoided(checkpoint, tmp_path):
     # 16 sample pixels select one patch per image: traced at batch 1 the scatter would be fixed to one
     # patch and fail at batch 2; the exporter traces at batch 2 instead.
-    export_onnx.main(['--model-checkpoint', checkpoint, '--device', 'cpu', '--output', str(tmp_path / 'one.onnx'),
-                             '--resolution', *RESOLUTION, '--model-refine-sample-pixels', '16',
-                             '--no-model-refine-prevent-oversampling'])
+    path = str(tmp_path / 'one.onnx')
+    export_onnx.main(['--model-checkpoint', checkpoint, '--device', 'cpu', '--output', path,
+                      '--resolution', *RESOLUTION, '--model-refine-sample-pixels', '16',
+                      '--no-model-refine-prevent-oversampling'])
     model = eager(checkpoint, refine_sample_pixels=16, refine_prevent_oversampling=False)
     for batch in (1, 2, 3):
         src, bgr = inputs(batch, 128, 160, seed=batch)
         with torch.no_grad():
             expected = model(src, bgr)
         assert expected[-1].sum() == batch
-        assert max(max_differences(run(str(tmp_path / 'one.onnx'), src, bgr), expected)) <= 1e-4
+        assert max(max_differences(run(path, src, bgr), expected)) <= 1e-4
 
 
 def test_mattingbase(checkpoint, tmp_path):
