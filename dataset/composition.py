@@ -1,5 +1,10 @@
 """Foregrounds paired with random backgrounds, re-paired every epoch, reproducibly.
 
+A data set whose foregrounds were made for their backgrounds (the synthetic one: some clothes take
+the colours of the scene they are drawn over, the hard case of difference matting) can show a
+foreground over its own background, item i over background i, with one geometric transform for the
+three images; `own_background` is how often.
+
 The original paired foreground i with background i (mod the count) in every epoch. Here the
 background of item i in epoch e is drawn from a generator seeded by (seed, e, i), and so are the
 item's augmentations: the result depends on nothing else, not on the DataLoader worker that loads
@@ -37,6 +42,8 @@ class CompositionDataset(Dataset):
     pair_transform: called as pair_transform(pha, fgr, generator=g), e.g. from train_transforms().
     background_transform: called as background_transform(bgr, generator=g).
     seed: with the epoch and the index, decides pairing and augmentation.
+    own_background: probability that item i is shown over background i (same size as foreground i),
+        both under the pair transform's geometry; 0 (the original recipe) pairs at random only.
 
     Item i: (pha, fgr, bgr) float32 tensors, 0 ~ 1:
         pha: (1, H, W) alpha
@@ -47,7 +54,13 @@ class CompositionDataset(Dataset):
     in shared memory, so persistent DataLoader workers see the change too.
     """
 
-    def __init__(self, foregrounds, backgrounds, pair_transform=None, background_transform=None, seed: int = 0):
+    def __init__(self, foregrounds, backgrounds, pair_transform=None, background_transform=None, seed: int = 0,
+                 own_background: float = 0.0):
+        if not 0 <= own_background <= 1:
+            raise ValueError(f'own_background is a probability, 0 ~ 1; got {own_background}')
+        if own_background > 0 and len(backgrounds) != len(foregrounds):
+            raise ValueError(f'own_background needs one background per foreground; got {len(backgrounds)} '
+                             f'backgrounds for {len(foregrounds)} foregrounds')
         if len(foregrounds) == 0:
             raise ValueError('CompositionDataset needs at least one foreground; the foreground data set is empty')
         if len(backgrounds) == 0:
@@ -57,6 +70,7 @@ class CompositionDataset(Dataset):
         self.pair_transform = pair_transform
         self.background_transform = background_transform
         self.seed = int(seed)
+        self.own_background = float(own_background)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
     @property
@@ -75,13 +89,23 @@ class CompositionDataset(Dataset):
     def background_index(self, index: int, epoch: Optional[int] = None) -> int:
         """Which background item `index` is paired with in `epoch` (default: the current one)."""
         generator = self.generator(index, _PAIRING, epoch)
+        if self.own_background > 0 and float(torch.rand((), generator=generator)) < self.own_background:
+            return index
         return int(torch.randint(len(self.backgrounds), (1,), generator=generator))
 
     def __getitem__(self, index):
         if not 0 <= index < len(self):
             raise IndexError(f'index {index} out of range for {len(self)} samples')
         pha, fgr = self.foregrounds[index]
-        bgr = self.backgrounds[self.background_index(index)]
+        background = self.background_index(index)
+        bgr = self.backgrounds[background]
+        if self.own_background > 0 and background == index:
+            if bgr.size != fgr.size:
+                raise ValueError(f'item {index}: its own background is {bgr.size[0]}x{bgr.size[1]}, its '
+                                 f'foreground {fgr.size[0]}x{fgr.size[1]}; own_background needs equal sizes')
+            if self.pair_transform is not None:   # one geometry for the three; colour jitter stays on fgr
+                pha, fgr, bgr = call_seeded(self.pair_transform, (pha, fgr, bgr), self.generator(index, _FOREGROUND_AUG))
+            return _as_tensor(pha), _as_tensor(fgr), _as_tensor(bgr)
         if self.pair_transform is not None:
             pha, fgr = call_seeded(self.pair_transform, (pha, fgr), self.generator(index, _FOREGROUND_AUG))
         if self.background_transform is not None:

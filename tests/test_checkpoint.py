@@ -133,3 +133,24 @@ def test_imagenet_initialisation_from_a_local_file(tmp_path):
     assert torch.equal(model.state_dict()['backbone.layer4.2.conv3.weight'], imagenet['layer4.2.conv3.weight'])
     with pytest.raises(FileNotFoundError, match='nowhere.pth'):
         load_imagenet_backbone(model, os.path.join(str(tmp_path), 'nowhere.pth'))
+
+
+def test_release_weights_joins_a_base_with_another_refiner(tmp_path, refine_weights):
+    import scripts.release_weights as release_weights
+    torch.manual_seed(1)
+    base_path, refine_path = str(tmp_path / 'base.pth'), str(tmp_path / 'refine.pth')
+    base = MattingBase('mobilenetv2').state_dict()
+    torch.save({'model': base, 'step': 5}, base_path)
+    torch.save(refine_weights, refine_path)
+    out = str(tmp_path / 'joined.pth')
+    release_weights.main([base_path, out, '--refiner-from', refine_path, '--fp16'])
+    model = MattingRefine('mobilenetv2')
+    load_checkpoint(model, out)   # strict: every key of MattingRefine is there
+    joined = model.state_dict()
+    for key, value in joined.items():
+        expected = (refine_weights if key.startswith('refiner.') else base)[key]
+        assert torch.equal(value, expected.half().to(value.dtype) if value.is_floating_point() else expected), key
+
+    with pytest.raises(SystemExit):   # a MattingBase file has no refiner to give
+        release_weights.main([base_path, str(tmp_path / 'other.pth'), '--refiner-from', base_path])
+    assert not os.path.exists(tmp_path / 'other.pth')

@@ -523,3 +523,31 @@ def test_tiny_crops_with_large_shadow_blur_work():
     out = BatchAugment(crop_range=(24, 32), shadow_p=1, shadow_blur=(20, 40),
                        generator=torch.Generator().manual_seed(0))(pha, fgr, bgr)
     assert all(torch.isfinite(t).all() for t in out) and out[0].shape[-1] < 32
+
+
+def test_own_background_shows_item_i_over_background_i_under_one_geometry(tmp_path):
+    """With own_background, foreground and background share the pair transform's geometry: a
+    foreground that is its own background comes out pixel for pixel equal to it."""
+    picture = (np.random.default_rng(0).random((24, 32, 3)) * 255).astype(np.uint8)
+    for i in range(6):
+        save(tmp_path / 'fgr' / f'{i}.png', np.roll(picture, 3 * i, axis=1))
+        save(tmp_path / 'pha' / f'{i}.png', np.full((24, 32), 255))
+        save(tmp_path / 'bgr' / f'{i}.png', np.roll(picture, 3 * i, axis=1))
+    geometry = Compose([RandomAffineAndResize(16, degrees=(-20, 20), translate=(0.2, 0.2), scale=(0.5, 1.5),
+                                              shear=(-10, 10)), ToTensor()])
+    foregrounds = ForegroundDataset.from_folders(tmp_path / 'fgr', tmp_path / 'pha')
+    backgrounds = BackgroundDataset.from_folder(tmp_path / 'bgr')
+
+    own = CompositionDataset(foregrounds, backgrounds, geometry, geometry, own_background=1.0)
+    assert [own.background_index(i) for i in range(6)] == list(range(6))
+    assert all(torch.equal(own[i][1], own[i][2]) for i in range(6))
+    mixed = CompositionDataset(foregrounds, backgrounds, geometry, geometry, own_background=0.5)
+    same = [mixed.background_index(i, epoch) == i for epoch in range(8) for i in range(6)]
+    assert 0.25 < np.mean(same) < 0.75
+    random = CompositionDataset(foregrounds, backgrounds, geometry, geometry)
+    assert not any(torch.equal(random[i][1], random[i][2]) for i in range(6))
+
+    with pytest.raises(ValueError, match='one background per foreground'):
+        CompositionDataset(foregrounds, BackgroundDataset(backgrounds.files[:5]), own_background=0.5)
+    with pytest.raises(ValueError, match='probability'):
+        CompositionDataset(foregrounds, backgrounds, own_background=2)

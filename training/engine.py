@@ -159,7 +159,8 @@ class Trainer:
             raise SystemExit(f'the training set has {len(train_set)} samples, fewer than one batch of '
                              f'{args.batch_size}: lower --batch-size')
 
-        model = stage.build_model(args).to(self.device)
+        self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+        model = stage.build_model(args).to(self.device, memory_format=self.memory_format)
         if self.sync_batchnorm(stage, context):
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
@@ -235,6 +236,7 @@ class Trainer:
             generator = step_generator(args.seed, self.context.rank, self.step)
             batch = [t.to(self.device, non_blocking=True) for t in (true_pha, true_fgr, true_bgr)]
             true_src, true_pha, true_fgr, true_bgr = self.stage.batch_augment(args, generator)(*batch)
+            true_src, true_bgr = (t.contiguous(memory_format=self.memory_format) for t in (true_src, true_bgr))
 
             with torch.autocast(self.device.type, dtype=AUTOCAST[self.precision] or torch.float32,
                                 enabled=AUTOCAST[self.precision] is not None):
@@ -332,7 +334,8 @@ class Trainer:
                             num_workers=0)
         for true_pha, true_fgr, true_bgr in loader:
             true_pha, true_fgr, true_bgr = (t.to(self.device) for t in (true_pha, true_fgr, true_bgr))
-            true_src = true_fgr * true_pha + true_bgr * (1 - true_pha)
+            true_src = (true_fgr * true_pha + true_bgr * (1 - true_pha)).contiguous(memory_format=self.memory_format)
+            true_bgr = true_bgr.contiguous(memory_format=self.memory_format)
             with torch.autocast(self.device.type, dtype=AUTOCAST[self.precision] or torch.float32,
                                 enabled=AUTOCAST[self.precision] is not None):
                 terms, outputs = self.stage.losses(model, true_src, true_bgr, true_pha, true_fgr)

@@ -23,6 +23,10 @@ def training_parser(description: str, defaults: dict) -> argparse.ArgumentParser
                       help='side of the per-sample augmented images')
     data.add_argument('--crop-min', type=int, default=defaults['crop_min'], help='smallest training crop side')
     data.add_argument('--crop-max', type=int, default=defaults['crop_max'], help='training crop sides are below this')
+    data.add_argument('--own-background', type=float, default=0.0, metavar='P',
+                      help='probability of showing a foreground over the background of the same name, under '
+                           'one geometry (data sets made that way, e.g. synthetic, whose clothes sometimes '
+                           'take the colours of their scene); 0: random pairing only, as the original')
     data.add_argument('--valid-samples', type=int, default=50, help='size of the fixed validation sample')
     data_path.add_data_arguments(parser)
 
@@ -45,6 +49,9 @@ def training_parser(description: str, defaults: dict) -> argparse.ArgumentParser
         optim.add_argument(f'--lr-{module}', type=float, default=lr, help=f'Adam learning rate of the {module}')
     optim.add_argument('--precision', choices=PRECISIONS, default='auto',
                        help='autocast precision: auto = fp16 on CUDA, fp32 on CPU')
+    optim.add_argument('--channels-last', action='store_true',
+                       help='channels-last memory format for the model and its inputs: same results, often '
+                            'faster (measured 1.4x on CPU for MattingBase, 1.5x for MattingRefine)')
     optim.add_argument('--max-nonfinite-steps', type=int, default=20,
                        help='stop after this many consecutive steps with a non-finite loss')
     optim.add_argument('--seed', type=int, default=0)
@@ -71,6 +78,8 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error(f'--batch-size must be at least 1, got {args.batch_size}')
     if not 0 < args.crop_min < args.crop_max:
         parser.error(f'--crop-min and --crop-max must satisfy 0 < min < max, got {args.crop_min}, {args.crop_max}')
+    if not 0 <= args.own_background <= 1:
+        parser.error(f'--own-background is a probability, 0 ~ 1; got {args.own_background}')
     if args.device not in ('auto', 'cpu', 'cuda'):
         parser.error(f"--device must be auto, cpu or cuda, got {args.device!r}")
     if args.epoch_end <= args.epoch_start:

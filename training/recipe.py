@@ -1,4 +1,6 @@
 """Pieces of the recipe both stages use: data sets, weight initialisation, optimizer groups."""
+from pathlib import Path
+
 from torch import nn
 
 import data_path
@@ -20,8 +22,14 @@ def composition_datasets(args, stage: str):
         bgr_valid = data_path.resolve_backgrounds(args.background_dataset, 'valid', args)
     except ValueError as error:  # DataPathError: names the folder and shows the expected layout
         raise SystemExit(f'error: {error}') from None
+    if args.own_background > 0:
+        stems = ([Path(f.fgr).stem for f in fgr_train.files], [Path(f).stem for f in bgr_train.files])
+        if stems[0] != stems[1]:
+            raise SystemExit(f'error: --own-background needs backgrounds named as the foregrounds, one each; '
+                             f'{fgr_train.folder} and {bgr_train.folder} differ')
     train = CompositionDataset(ForegroundDataset(fgr_train.files), BackgroundDataset(bgr_train.files),
-                               *train_transforms(args.sample_size, stage), seed=args.seed)
+                               *train_transforms(args.sample_size, stage), seed=args.seed,
+                               own_background=args.own_background)
     valid = CompositionDataset(ForegroundDataset(fgr_valid.files), BackgroundDataset(bgr_valid.files),
                                *valid_transforms(args.sample_size), seed=args.seed + 1)
     return train, SampleDataset(valid, min(args.valid_samples, len(valid)))
