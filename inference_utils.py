@@ -699,6 +699,13 @@ class ImageSequenceReader:
         self.files = list_images(folder, recursive=False)
         if not self.files:
             raise InputError(f"{folder}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})")
+        stems = {}
+        for file in self.files:
+            stem = os.path.splitext(file)[0]
+            if stem in stems:
+                raise InputError(f"{folder}: {stems[stem]} and {file} are the same frame name {stem!r}; "
+                                 "keep one of them")
+            stems[stem] = file
         first = image_size(os.path.join(folder, self.files[0]))
         for file in self.files[1:]:
             size = image_size(os.path.join(folder, file))

@@ -175,3 +175,6 @@ def check_inputs(src: torch.Tensor, bgr: torch.Tensor) -> None:
     if src.shape != bgr.shape:
         raise ValueError('src and bgr must have the same shape, got ' + str(list(src.shape))
                          + ' and ' + str(list(bgr.shape)))
+    if not src.is_floating_point() or src.dtype != bgr.dtype:
+        raise ValueError('src and bgr must be floating point images of one dtype (the weights\' dtype), '
+                         '0 ~ 1, got ' + str(src.dtype) + ' and ' + str(bgr.dtype))

@@ -14,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from inference_utils import (InputError, Matting, ReplacementBackground, VideoReader, VideoWriter, align_plate,
+from inference_utils import (ImageSequenceReader, InputError, Matting, ReplacementBackground, VideoReader, VideoWriter, align_plate,
                              check_plate, pair_images, parse_colour, run_pipeline)
 from model import MattingBase, MattingRefine
 
@@ -231,3 +231,12 @@ def test_matting_outputs_and_a_static_plate_uploaded_once():
     assert matting._uploads['bgr'][1] is uploaded and matting.frames == 3
     with pytest.raises(InputError, match="'ref'.*MattingRefine"):
         Matting(MattingBase('mobilenetv2'), torch.device('cpu'), torch.float32, ['ref'])
+
+
+def test_image_sequence_refuses_two_frames_of_one_name(tmp_path):
+    for name in ('0001.png', '0002.png', '0002.jpg'):
+        Image.new('RGB', (8, 8)).save(tmp_path / name)
+    with pytest.raises(InputError, match=r"0002.jpg and 0002.png|0002.png and 0002.jpg"):
+        ImageSequenceReader(str(tmp_path))
+    os.remove(tmp_path / '0002.jpg')
+    assert ImageSequenceReader(str(tmp_path)).num_frames == 2

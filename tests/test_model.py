@@ -112,6 +112,15 @@ def test_mismatched_shapes_are_a_clear_error():
         model(torch.rand(1, 3, 64, 64), torch.rand(1, 3, 64, 32))
 
 
+def test_integer_or_mixed_dtype_inputs_are_a_clear_error():
+    model = MattingBase('mobilenetv2').eval()
+    image = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    with pytest.raises(ValueError, match='floating point'):
+        model(image, image)
+    with pytest.raises(ValueError, match='torch.float32 and torch.float64'):
+        model(image.float() / 255, image.double() / 255)
+
+
 @pytest.mark.parametrize('name, value', [('refine_mode', 'fast'), ('refine_kernel_size', 5),
                                          ('refine_patch_crop_method', 'slice'), ('backbone_scale', 0.75)])
 def test_invalid_arguments_are_clear_errors(name, value):
