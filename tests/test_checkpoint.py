@@ -154,3 +154,24 @@ def test_release_weights_joins_a_base_with_another_refiner(tmp_path, refine_weig
     with pytest.raises(SystemExit):   # a MattingBase file has no refiner to give
         release_weights.main([base_path, str(tmp_path / 'other.pth'), '--refiner-from', base_path])
     assert not os.path.exists(tmp_path / 'other.pth')
+
+
+def test_release_weights_averages_several_checkpoints(tmp_path):
+    import scripts.release_weights as release_weights
+    paths, state_dicts = [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        state_dicts.append(MattingRefine('mobilenetv2').state_dict())
+        paths.append(str(tmp_path / f'{seed}.pth'))
+        torch.save({'model': state_dicts[-1]}, paths[-1])
+    out = str(tmp_path / 'mean.pth')
+    release_weights.main([*paths, out])
+    mean = torch.load(out, weights_only=True)
+    key = 'refiner.conv1.weight'
+    assert torch.allclose(mean[key], sum(sd[key] for sd in state_dicts) / 3, atol=1e-7)
+    assert not torch.allclose(mean[key], state_dicts[0][key])
+
+    torch.save(MattingBase('mobilenetv2').state_dict(), tmp_path / 'base.pth')
+    with pytest.raises(SystemExit):   # other tensors: nothing to average
+        release_weights.main([paths[0], str(tmp_path / 'base.pth'), str(tmp_path / 'bad.pth')])
+    assert not os.path.exists(tmp_path / 'bad.pth')
