@@ -418,6 +418,19 @@ def list_images(folder: str, recursive: bool = True) -> List[str]:
     return sorted(found, key=natural_key)
 
 
+def names_by_stem(files: Sequence[str], where: str) -> Dict[str, str]:
+    """{file name without extension: file}. Outputs are named by stem, so two files of one stem
+    (`a/1.jpg` and `a/1.png`) are an InputError naming both and `where` they are."""
+    names = {}
+    for file in files:
+        stem = os.path.splitext(file)[0]
+        if stem in names:
+            raise InputError(f"{where}: {names[stem]} and {file} would both be written as {stem}; "
+                             "keep one of them")
+        names[stem] = file
+    return names
+
+
 class Pair(NamedTuple):
     src: str   # path of the source image
     bgr: str   # path of its clean plate
@@ -445,22 +458,12 @@ def pair_images(src: str, bgr: str) -> Pairing:
             raise InputError(f"--bgr {bgr} is a folder but --src {src} is a file: give the plate of that image")
         return Pairing([Pair(src, bgr, os.path.splitext(os.path.basename(src))[0])], [], [])
 
-    def by_name(folder, option):
-        names = {}
-        for rel in list_images(folder):
-            name = os.path.splitext(rel)[0]
-            if name in names:
-                raise InputError(f"{option} {folder}: {names[name]} and {rel} would both be written as "
-                                 f"{name}.png; keep one of them")
-            names[name] = rel
-        return names
-
-    sources = by_name(src, '--src')
+    sources = names_by_stem(list_images(src), f'--src {src}')
     if not sources:
         raise InputError(f"--src {src}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})")
     if os.path.isfile(bgr):
         return Pairing([Pair(os.path.join(src, rel), bgr, name) for name, rel in sources.items()], [], [])
-    plates = by_name(bgr, '--bgr')
+    plates = names_by_stem(list_images(bgr), f'--bgr {bgr}')
     pairs = [Pair(os.path.join(src, rel), os.path.join(bgr, plates[name]), name)
              for name, rel in sources.items() if name in plates]
     return Pairing(pairs, [rel for name, rel in sources.items() if name not in plates],
@@ -699,13 +702,7 @@ class ImageSequenceReader:
         self.files = list_images(folder, recursive=False)
         if not self.files:
             raise InputError(f"{folder}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)})")
-        stems = {}
-        for file in self.files:
-            stem = os.path.splitext(file)[0]
-            if stem in stems:
-                raise InputError(f"{folder}: {stems[stem]} and {file} are the same frame name {stem!r}; "
-                                 "keep one of them")
-            stems[stem] = file
+        names_by_stem(self.files, folder)
         first = image_size(os.path.join(folder, self.files[0]))
         for file in self.files[1:]:
             size = image_size(os.path.join(folder, file))

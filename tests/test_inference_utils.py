@@ -233,10 +233,12 @@ def test_matting_outputs_and_a_static_plate_uploaded_once():
         Matting(MattingBase('mobilenetv2'), torch.device('cpu'), torch.float32, ['ref'])
 
 
-def test_image_sequence_refuses_two_frames_of_one_name(tmp_path):
+def test_two_images_of_one_name_are_refused(tmp_path):
     for name in ('0001.png', '0002.png', '0002.jpg'):
         Image.new('RGB', (8, 8)).save(tmp_path / name)
     with pytest.raises(InputError, match=r"0002.jpg and 0002.png|0002.png and 0002.jpg"):
         ImageSequenceReader(str(tmp_path))
+    with pytest.raises(InputError, match=r"--src .*0002.(jpg|png) would both be written as 0002"):
+        pair_images(str(tmp_path), str(tmp_path))
     os.remove(tmp_path / '0002.jpg')
     assert ImageSequenceReader(str(tmp_path)).num_frames == 2
