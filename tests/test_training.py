@@ -12,7 +12,7 @@ import train_base
 import train_refine
 from dataset.synthetic import generate
 from training import distributed
-from training.engine import Stage, Trainer
+from training.engine import Stage, Trainer, lr_factor
 from training.losses import base_loss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -86,18 +86,33 @@ def test_loss_falls_when_overfitting_a_tiny_set(data):
     assert losses[-1] < 0.5 * losses[0], losses
 
 
-def test_resume_continues_exactly(data, tmp_path):
+@pytest.mark.parametrize('schedule', [[], ['--lr-schedule', 'cosine', '--lr-decay-steps', '6',
+                                             '--lr-warmup-steps', '2']], ids=['constant', 'cosine'])
+def test_resume_continues_exactly(data, tmp_path, schedule):
     straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
     # 5 steps per epoch, so the run also crosses an epoch boundary.
-    train_base.main(base_args(data, straight, 'run', '--max-steps', '6', '--deterministic'))
-    train_base.main(base_args(data, resumed, 'run', '--max-steps', '3', '--deterministic'))
+    train_base.main(base_args(data, straight, 'run', '--max-steps', '6', '--deterministic', *schedule))
+    train_base.main(base_args(data, resumed, 'run', '--max-steps', '3', '--deterministic', *schedule))
     assert load_state(resumed)['step'] == 3
-    train_base.main(base_args(data, resumed, 'run', '--max-steps', '6', '--deterministic', '--resume', 'auto'))
+    train_base.main(base_args(data, resumed, 'run', '--max-steps', '6', '--deterministic', '--resume', 'auto',
+                              *schedule))
     a, b = load_state(straight), load_state(resumed)
     assert a['step'] == b['step'] == 6 and a['epoch'] == b['epoch'] == 1
     for key in a['model']:
         assert torch.equal(a['model'][key], b['model'][key]), key
     assert torch.equal(a['optimizer']['state'][0]['exp_avg'], b['optimizer']['state'][0]['exp_avg'])
+    # The last step (index 5) ran at the rate the schedule gives it.
+    expected = train_base.DEFAULTS['lr']['backbone'] * (lr_factor(5, 'cosine', 6, 2) if schedule else 1)
+    assert b['optimizer']['param_groups'][0]['lr'] == pytest.approx(expected)
+
+
+def test_learning_rate_schedules():
+    assert [lr_factor(step, 'constant', 10, 0) for step in (0, 5, 9)] == [1, 1, 1]
+    assert [lr_factor(step, 'constant', 10, 4) for step in (0, 1, 3, 9)] == [0.25, 0.5, 1, 1]
+    cosine = [lr_factor(step, 'cosine', 10, 0) for step in range(12)]
+    assert cosine[0] == 1 and cosine[5] == pytest.approx(0.5) and cosine[10] == cosine[11] == pytest.approx(0)
+    assert all(a > b for a, b in zip(cosine[:10], cosine[1:11]))
+    assert lr_factor(0, 'cosine', 10, 2) == pytest.approx(0.5)
 
 
 def test_sigterm_saves_a_checkpoint_that_resumes(data, tmp_path):

@@ -95,6 +95,14 @@ class ResumableSampler(DistributedSampler):
         return self.num_samples - self.start
 
 
+def lr_factor(step: int, schedule: str, decay_steps: int, warmup_steps: int) -> float:
+    """What every base learning rate is multiplied by at optimizer step `step` (counted from 0)."""
+    factor = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+    if schedule == 'cosine':
+        factor *= 0.5 * (1 + math.cos(math.pi * min(step, decay_steps) / decay_steps))
+    return factor
+
+
 def resolve_precision(name: str, device: torch.device) -> str:
     if name == 'auto':
         return 'fp16' if device.type == 'cuda' else 'fp32'
@@ -165,6 +173,9 @@ class Trainer:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
         self.optimizer = torch.optim.Adam(stage.param_groups(model, args))
+        self.base_lrs = [group['lr'] for group in self.optimizer.param_groups]
+        self.decay_steps = args.lr_decay_steps or args.max_steps or (
+            (args.epoch_end - args.epoch_start) * self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == 'fp16')
         self.epoch, self.step, self.step_in_epoch, self.nonfinite_steps = args.epoch_start, 0, 0, 0
 
@@ -256,6 +267,7 @@ class Trainer:
                                      'Lower the learning rates, try --precision fp32, or check the data.')
             else:
                 consecutive_nonfinite = 0
+                self.set_learning_rates()
                 self.scaler.scale(loss).backward()
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
@@ -293,6 +305,11 @@ class Trainer:
                 self.save(f'epoch-{self.epoch}-iter-{self.step}.pth')
         progress.close()
         return True
+
+    def set_learning_rates(self) -> None:
+        factor = lr_factor(self.step, self.args.lr_schedule, self.decay_steps, self.args.lr_warmup_steps)
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
+            group['lr'] = base_lr * factor
 
     # ------------------------------------------------------------------ logging and validation
 

@@ -47,6 +47,14 @@ def training_parser(description: str, defaults: dict) -> argparse.ArgumentParser
     optim.add_argument('--max-steps', type=int, default=None, help='stop after this many optimizer steps in all')
     for module, lr in defaults['lr'].items():
         optim.add_argument(f'--lr-{module}', type=float, default=lr, help=f'Adam learning rate of the {module}')
+    optim.add_argument('--lr-schedule', choices=('constant', 'cosine'), default='constant',
+                       help='constant (the original) or cosine decay of every learning rate to 0 over '
+                            '--lr-decay-steps')
+    optim.add_argument('--lr-decay-steps', type=int, default=None, metavar='N',
+                       help='length of the cosine decay in optimizer steps (default: --max-steps, or all the '
+                            "steps of --epoch-start ~ --epoch-end); keep it fixed when resuming")
+    optim.add_argument('--lr-warmup-steps', type=int, default=0, metavar='N',
+                       help='ramp the learning rates up linearly over the first N steps')
     optim.add_argument('--precision', choices=PRECISIONS, default='auto',
                        help='autocast precision: auto = fp16 on CUDA, fp32 on CPU')
     optim.add_argument('--channels-last', action='store_true',
@@ -80,6 +88,10 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error(f'--crop-min and --crop-max must satisfy 0 < min < max, got {args.crop_min}, {args.crop_max}')
     if not 0 <= args.own_background <= 1:
         parser.error(f'--own-background is a probability, 0 ~ 1; got {args.own_background}')
+    if args.lr_warmup_steps < 0:
+        parser.error(f'--lr-warmup-steps must be 0 or more, got {args.lr_warmup_steps}')
+    if args.lr_decay_steps is not None and args.lr_decay_steps < 1:
+        parser.error(f'--lr-decay-steps must be at least 1, got {args.lr_decay_steps}')
     if args.device not in ('auto', 'cpu', 'cuda'):
         parser.error(f"--device must be auto, cpu or cuda, got {args.device!r}")
     if args.epoch_end <= args.epoch_start:
