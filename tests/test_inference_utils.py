@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from inference_utils import (ImageSequenceReader, InputError, Matting, ReplacementBackground, VideoReader, VideoWriter, align_plate,
-                             check_plate, pair_images, parse_colour, run_pipeline)
+from inference_utils import (ImageSequenceReader, InputError, Matting, ReplacementBackground, VideoReader,
+                             VideoWriter, align_plate, check_plate, pair_images, parse_colour, run_pipeline)
 from model import MattingBase, MattingRefine
 
 NTSC = Fraction(30000, 1001)
