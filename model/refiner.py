@@ -27,7 +27,8 @@ class Refiner(nn.Module):
         threshold: error threshold in 'thresholding' mode, 0 ~ 1.
         kernel_size: 3 (as trained) or 1.
         prevent_oversampling: in 'sampling' mode, skip selected positions whose error is exactly 0.
-        patch_crop_method: 'unfold' (fastest in PyTorch), 'roi_align' or 'gather' (for ONNX export).
+        patch_crop_method: 'unfold' (fastest forward in PyTorch), 'roi_align' or 'gather' (for ONNX
+            export; 'gather' also has the cheapest backward, so training uses it).
         patch_replace_method: 'scatter_nd' (fastest in PyTorch) or 'scatter_element' (for ONNX export).
             All crop and replace methods compute the same result.
 

@@ -158,6 +158,23 @@ def test_crop_and_replace_methods_agree():
                     assert torch.allclose(a, b, atol=1e-6), (crop, replace, name)
 
 
+def test_crop_methods_agree_in_training():
+    """train_refine.py crops with 'gather' for its cheaper backward: it must learn as 'unfold' does."""
+    src, bgr = torch.rand(2, 3, 132, 200), torch.rand(2, 3, 132, 200)
+    grads = {}
+    for crop in ['unfold', 'gather']:
+        torch.manual_seed(1)
+        model = MattingRefine('mobilenetv2', backbone_scale=0.5, refine_sample_pixels=3200,
+                              refine_patch_crop_method=crop).train()
+        pha, fgr = model(src, bgr)[:2]
+        (pha.square().mean() + fgr.abs().mean()).backward()
+        grads[crop] = {name: p.grad for name, p in model.named_parameters()}
+    # Every refiner weight gets a gradient, through the patches that both methods crop.
+    assert all(grads['unfold'][f'refiner.{name}.weight'].abs().sum() > 0 for name in ['conv1', 'conv4'])
+    for name, grad in grads['unfold'].items():
+        assert torch.allclose(grad, grads['gather'][name], rtol=1e-4, atol=1e-6), name
+
+
 def test_sampling_selects_per_image_in_a_batch():
     torch.manual_seed(0)
     model = MattingRefine('mobilenetv2', backbone_scale=0.5, refine_sample_pixels=16 * 10)
