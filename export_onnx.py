@@ -300,7 +300,7 @@ def compare_selections(model: nn.Module, expected: Dict[str, np.ndarray], ref_sm
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description='Export a matting model to ONNX.')
-    add_model_arguments(parser)
+    add_model_arguments(parser, channels_last=False)
     parser.set_defaults(model_refine_patch_crop_method='roi_align')  # unfold has no ONNX export
     group = parser.add_argument_group('onnx')
     group.add_argument('--output', required=True, help='the .onnx file to write')

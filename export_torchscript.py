@@ -124,7 +124,7 @@ def model_metadata(args: argparse.Namespace, **extra) -> dict:
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description='Export a matting model as TorchScript.')
-    add_model_arguments(parser)
+    add_model_arguments(parser, channels_last=False)
     parser.add_argument('--freeze', action='store_true',
                         help='torch.jit.freeze: weights become constants, batch norms are folded into the '
                              'convolutions; the file then runs only in its precision')

@@ -96,6 +96,7 @@ def torch_runner(args: argparse.Namespace, src: torch.Tensor, bgr: torch.Tensor,
     description = export_torchscript.read_metadata(checkpoint) if scripted_file else \
         export_torchscript.model_metadata(args)
     description['precision'] = DTYPE_NAMES[dtype]
+    description['channels_last'] = args.channels_last
     if args.backend == 'torchscript' and not scripted_file:
         model = export_torchscript.script_model(model)
     if hasattr(model, 'refiner') or hasattr(model, 'refine_mode'):  # eager, or TorchScript (hoisted)
@@ -105,7 +106,8 @@ def torch_runner(args: argparse.Namespace, src: torch.Tensor, bgr: torch.Tensor,
             else:
                 model.refiner.prevent_oversampling = False
         description.update(refine_settings(model))
-    src, bgr = src.to(device, dtype), bgr.to(device, dtype)
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    src, bgr = (x.to(device, dtype, memory_format=memory_format) for x in (src, bgr))
 
     def run():
         with torch.no_grad():
@@ -252,6 +254,9 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error(f"--threads must be at least 1, got {args.threads}")
     if args.model_checkpoint and args.model_checkpoint.endswith('.onnx') and args.backend != 'onnx':
         parser.error(f"--model-checkpoint {args.model_checkpoint} is ONNX: use --backend onnx")
+    if args.channels_last and args.backend == 'onnx':
+        parser.error("--channels-last is for the pytorch and torchscript backends (ONNX Runtime picks its "
+                     "own layouts)")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -295,8 +300,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print(json.dumps(record))
         return
     model = record['model']
-    print(f"{args.backend} {model.get('model_type')} {model.get('backbone')} {model.get('precision')} on {device}, "
-          f"batch {src.shape[0]} at {src.shape[3]}x{src.shape[2]} ({record['input']['kind']} input)")
+    layout = ' channels-last' if model.get('channels_last') else ''
+    print(f"{args.backend} {model.get('model_type')} {model.get('backbone')} {model.get('precision')}{layout} "
+          f"on {device}, batch {src.shape[0]} at {src.shape[3]}x{src.shape[2]} ({record['input']['kind']} input)")
     if 'refined_patches' in record:
         print(f"refine mode {model.get('refine_mode')}, backbone scale {model.get('backbone_scale')}, "
               f"{record['refined_patches']} patches refined")

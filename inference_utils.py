@@ -50,8 +50,10 @@ TORCHSCRIPT_SETTINGS = ('backbone_scale', 'refine_mode', 'refine_sample_pixels',
 
 # --------------------------------------------------------------------------- model
 
-def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bool = True) -> None:
-    """The model options of every inference script (names as in the original scripts)."""
+def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bool = True,
+                        channels_last: bool = True) -> None:
+    """The model options of every inference script (names as in the original scripts); the exports,
+    whose files do not keep a memory format, leave out `--channels-last`."""
     group = parser.add_argument_group('model')
     group.add_argument('--model-type', choices=['mattingbase', 'mattingrefine'], default='mattingrefine')
     group.add_argument('--model-backbone', choices=BACKBONES, default='mobilenetv2',
@@ -73,6 +75,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bo
     group.add_argument('--device', default='auto', help="'auto' (CUDA when present), 'cpu', 'cuda', 'cuda:1', ...")
     group.add_argument('--precision', choices=sorted(PRECISIONS), default='fp32',
                        help='fp16/bf16 fall back to fp32 with a warning where the device cannot run them')
+    if channels_last:
+        group.add_argument('--channels-last', action='store_true',
+                           help='store the weights channels-last (the frames already are): the same model, '
+                                'often faster, e.g. on CPU')
 
 
 def resolve_device(name: str) -> torch.device:
@@ -155,7 +161,10 @@ def load_model(args: argparse.Namespace, device: Optional[torch.device] = None, 
         model = build_model(args)
         if args.model_checkpoint:
             load_checkpoint(model, args.model_checkpoint, map_location='cpu')
-    return model.to(device, dtype).eval(), device, dtype
+    model = model.to(device, dtype).eval()
+    if getattr(args, 'channels_last', False):
+        model = model.to(memory_format=torch.channels_last)
+    return model, device, dtype
 
 
 def load_model_or_exit(parser: argparse.ArgumentParser, args: argparse.Namespace

@@ -1,4 +1,5 @@
 """inference_images.py end to end on synthetic capture pairs, with a small random-weight checkpoint."""
+import argparse
 import os
 import re
 import subprocess
@@ -11,6 +12,7 @@ import torch
 from PIL import Image
 
 import inference_images
+from inference_utils import add_model_arguments, load_model
 from model import MattingBase
 from test_inference_utils import composite_subject, leftovers, model_args, save_png, textured_plate
 
@@ -200,3 +202,21 @@ def test_without_a_checkpoint_another_backbone_is_refused(capsys):
         inference_images.main(['--model-backbone', 'resnet50'])
     assert exit_info.value.code == 2
     assert '--model-checkpoint is required with --model-backbone resnet50' in capsys.readouterr().err
+
+
+def test_channels_last_gives_the_same_mattes(captures, busy_checkpoint):
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    args = parser.parse_args(model_args(busy_checkpoint) + ['--channels-last'])
+    weight = load_model(args)[0].backbone.features[0][0].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+    mattes = []
+    for flags in [[], ['--channels-last']]:
+        out = captures / f'out{len(flags)}'
+        assert run('--images-src', captures / 'src', '--images-bgr', captures / 'bgr', '--output-dir', out,
+                   '--output-types', 'pha', 'ref', '--disable-progress', *model_args(busy_checkpoint), *flags) == 0
+        mattes.append([np.asarray(Image.open(out / 'pha' / f'{name}.png'), dtype=int) for name in SIZES])
+        assert all(np.asarray(Image.open(out / 'ref' / f'{name}.png')).any() for name in SIZES)  # refined
+    for name, a, b in zip(SIZES, *mattes):
+        assert np.abs(a - b).max() <= 1, name  # the same model; float sums in another order

@@ -65,6 +65,14 @@ def test_exported_files_are_measured_as_they_are(tmp_path, capsys):
     assert record['model']['frozen'] is True and record['model']['refine_sample_pixels'] == 800
 
 
+@pytest.mark.parametrize('backend', ['pytorch', 'torchscript'])
+def test_channels_last_is_measured_and_recorded(capsys, backend):
+    record = speed_test(capsys, '--backend', backend, '--channels-last', *SMALL)
+    check_record(record, backend)
+    assert record['model']['channels_last'] is True and record['refined_patches'] == 800 // 16
+    assert speed_test(capsys, '--backend', backend, *SMALL)['model']['channels_last'] is False
+
+
 def test_image_pair(tmp_path, capsys):
     pixels = np.random.RandomState(0).randint(0, 256, (2, 100, 140, 3), dtype=np.uint8)
     Image.fromarray(pixels[0]).save(tmp_path / 'src.png')
@@ -89,6 +97,7 @@ def test_command_line_prints_latency(tmp_path):
     (['--src', 'only.png'], '--src and --bgr go together'),
     (['--backend', 'pytorch', '--model-checkpoint', 'model.onnx'], 'use --backend onnx'),
     (['--iterations', '0'], '--iterations must be at least 1'),
+    (['--channels-last'], '--channels-last is for the pytorch and torchscript backends'),
 ])
 def test_unusable_options_are_named(tmp_path, monkeypatch, capsys, options, message):
     monkeypatch.chdir(tmp_path)
