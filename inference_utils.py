@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from common.errors import UserError
 from model import CheckpointError, MattingBase, MattingRefine, load_checkpoint
 from model.checkpoint import is_torchscript_archive
 from model.model import BACKBONES
@@ -192,7 +193,7 @@ def has_refiner(model: nn.Module) -> bool:
 
 # --------------------------------------------------------------------------- user errors and messages
 
-class InputError(Exception):
+class InputError(UserError):
     """A problem with what the user gave (a file, a folder, an option). The scripts print its message
     and exit with status 1, without a traceback."""
 
