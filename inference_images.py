@@ -43,9 +43,9 @@ import time
 from tqdm import tqdm
 
 from inference_utils import (COMPOSITE, OUTPUT_TYPES, InputError, Matting, ReplacementBackground, Throughput,
-                             add_model_arguments, align_plate, check_not_existing, check_plate, exit_on_user_error,
-                             image_size, load_model_or_exit, pair_images, prepare_output_dir, read_image,
-                             run_pipeline, save_image, warn)
+                             add_model_arguments, align_plate, check_folder_can_be_made, check_not_existing,
+                             check_plate, exit_on_user_error, image_size, load_model_or_exit, pair_images,
+                             prepare_output_dir, read_image, run_pipeline, save_images, warn)
 
 DEFAULT_OUTPUT_TYPES = ['com', 'pha', 'fgr']
 REPOSITORY = os.path.dirname(os.path.abspath(__file__))
@@ -154,7 +154,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
                          "(they are paired by relative path without extension)")
 
     todo = plan(pairing.pairs, args.output_dir, output_types, args.skip_existing)
-    prepare_output_dir(args.output_dir)
+    # Every folder an output goes to is checked before the model loads, and made only once it loaded:
+    # a run that fails early leaves nothing behind, and none fails after some outputs were written.
+    folders = output_folders(args.output_dir, todo)
+    check_folder_can_be_made(args.output_dir)
+    for folder in folders:
+        check_folder_can_be_made(folder, option='output folder')
     if not args.overwrite:
         check_not_existing((output_path(args.output_dir, t, pair.name) for pair, types in todo for t in types),
                            'pass --skip-existing to keep existing outputs and do the rest, or --overwrite to '
@@ -166,22 +171,33 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     model, device, dtype = load_model_or_exit(parser, args)
     matting = Matting(model, device, dtype, output_types)
+    prepare_output_dir(args.output_dir)
+    for folder in folders:
+        prepare_output_dir(folder, option='output folder')
     progress = tqdm(total=len(todo), unit='image', disable=args.disable_progress, dynamic_ncols=True)
 
     def compute(item):
         pair, types, src, bgr, background = item
         images = matting(src[None], bgr, background, label=pair.src)
         progress.update(1)
-        return {t: (output_path(args.output_dir, t, pair.name), images[t][0]) for t in types}
+        return {'images': [(output_path(args.output_dir, t, pair.name), images[t][0]) for t in types]}
 
-    sinks = {t: (lambda item: save_image(item[1], item[0])) for t in output_types}
+    # One writer for all the outputs of an image, written all or none: a run stopped by an error
+    # leaves each image with every output or with none.
     start = time.perf_counter()
     try:
-        run_pipeline(read_pairs(todo, args.preprocess_alignment, replacement), compute, sinks, args.queue_size)
+        run_pipeline(read_pairs(todo, args.preprocess_alignment, replacement), compute, {'images': save_images},
+                     args.queue_size)
     finally:
         progress.close()
     throughput = Throughput(matting.frames, time.perf_counter() - start, matting.model_seconds)
     print(f"{len(todo)} image(s) written to {args.output_dir}; {throughput}")
+
+
+def output_folders(output_dir: str, todo) -> list:
+    """The folders the outputs of `todo` go to, parents before their sub-folders."""
+    folders = {os.path.dirname(output_path(output_dir, t, pair.name)) for pair, types in todo for t in types}
+    return sorted(folders, key=lambda folder: (folder.count(os.sep), folder))
 
 
 def apply_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:

@@ -32,14 +32,15 @@ import av
 import cv2
 import numpy as np
 import torch
-from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageColor
 from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
 from common.errors import UserError
+from common.images import image_size, read_rgb
 from model import CheckpointError, MattingBase, MattingRefine, load_checkpoint
-from model.checkpoint import is_torchscript_archive
+from model.checkpoint import describe_load_error, is_torchscript_archive
 from model.model import BACKBONES
 from model.refiner import PATCH_CROP_METHODS, PATCH_REPLACE_METHODS, REFINE_MODES
 
@@ -150,7 +151,7 @@ def load_model(args: argparse.Namespace, device: Optional[torch.device] = None, 
             model = torch.jit.load(args.model_checkpoint, map_location=device)
         except RuntimeError as error:
             raise CheckpointError(f'{args.model_checkpoint}: looks like a TorchScript archive but cannot be '
-                                  f'loaded ({str(error).splitlines()[0]})') from None
+                                  f'loaded: {describe_load_error(error)}') from None
         settings = dict(backbone_scale=args.model_backbone_scale, refine_mode=args.model_refine_mode,
                         refine_sample_pixels=args.model_refine_sample_pixels,
                         refine_threshold=args.model_refine_threshold,
@@ -175,7 +176,8 @@ def load_model_or_exit(parser: argparse.ArgumentParser, args: argparse.Namespace
     try:
         return load_model(args)
     except (ValueError, OSError) as error:  # CheckpointError is a ValueError
-        parser.error(str(error))
+        # One line, as the other errors; no usage block: the options parsed, a file was at fault.
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
 
 
 def model_device_dtype(model: nn.Module) -> Tuple[torch.device, torch.dtype]:
@@ -193,14 +195,14 @@ def has_refiner(model: nn.Module) -> bool:
 
 # --------------------------------------------------------------------------- user errors and messages
 
-class InputError(UserError):
-    """A problem with what the user gave (a file, a folder, an option). The scripts print its message
-    and exit with status 1, without a traceback."""
+# A problem with what the user gave (a file, a folder, an option). The scripts print its message and exit
+# with status 1, without a traceback. The name inference code has always used for `UserError`.
+InputError = UserError
 
 
 # What the scripts report as a message rather than a traceback: our own checks, the file system
 # (missing, unwritable, full disk) and media files FFmpeg cannot read.
-USER_ERRORS = (InputError, OSError, av.FFmpegError)
+USER_ERRORS = (UserError, OSError, av.FFmpegError)
 
 
 def warn(message: str) -> None:
@@ -480,25 +482,10 @@ def pair_images(src: str, bgr: str) -> Pairing:
                    [rel for name, rel in plates.items() if name not in sources])
 
 
-def image_size(path: str) -> Tuple[int, int]:
-    """(W, H) of an image as shown (EXIF orientation applied), read from its header only."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # rotated by a quarter turn
-                width, height = height, width
-    except (UnidentifiedImageError, OSError) as error:
-        raise InputError(f"{path}: not a readable image ({error})") from error
-    return width, height
-
-
 def read_image(path: str, size: Optional[Tuple[int, int]] = None) -> np.ndarray:
-    """An image file as (H, W, 3) uint8 RGB, upright (EXIF orientation applied), resized to size (W, H) if given."""
-    try:
-        with Image.open(path) as image:
-            image = np.array(ImageOps.exif_transpose(image).convert('RGB'))
-    except (UnidentifiedImageError, OSError) as error:
-        raise InputError(f"{path}: not a readable image ({error})") from error
+    """An image file as (H, W, 3) uint8 RGB, upright (EXIF orientation applied), resized to size (W, H) if
+    given. 16-bit grayscale is scaled to 8 bits; see `common.images.read_rgb`."""
+    image = read_rgb(path)
     return resize_image(image, size) if size else image
 
 
@@ -536,6 +523,20 @@ def prepare_output_dir(path: str, option: str = '--output-dir') -> None:
         raise InputError(f"{option} {path}: cannot write there ({error.strerror or error})") from error
 
 
+def check_folder_can_be_made(path: str, option: str = '--output-dir') -> None:
+    """Checks, creating nothing, that `path` is a folder files can be written in, or can be made one:
+    its nearest existing ancestor is a writable folder. For checks before anything is computed."""
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        if existing == os.path.abspath(path):
+            raise InputError(f"{option} {path}: is a file, not a folder")
+        raise InputError(f"{option} {path}: cannot write there ({existing} is a file, not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: cannot write there (no permission to write in {existing})")
+
+
 def check_not_existing(paths: Iterable[str], hint: str) -> None:
     """Refuses to overwrite: names the first of `paths` that exists, with `hint` on what to do."""
     existing = [path for path in paths if os.path.lexists(path)]
@@ -564,16 +565,29 @@ def save_image(image: np.ndarray, path: str) -> None:
 
     The file is written under a temporary name and renamed, so `path` is never half-written.
     """
-    assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] in (1, 3, 4), image.shape
-    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    temporary = temporary_path(path)
+    save_images([(path, image)])
+
+
+def save_images(images: Sequence[Tuple[str, np.ndarray]]) -> None:
+    """Writes several PNGs (path, (H, W, C) uint8), all or none: the outputs of one source appear
+    together. Each is encoded under a temporary name first; only when all are written are they renamed.
+    A failure (a full disk, say) removes the temporaries and raises InputError naming the file."""
+    written = []  # (temporary, path)
+    path = None
     try:
-        Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(
-            temporary, format='PNG', compress_level=PNG_COMPRESS_LEVEL)
-        os.replace(temporary, path)
-    except BaseException:
-        remove_quietly(temporary)
-        raise
+        for path, image in images:
+            assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] in (1, 3, 4), image.shape
+            os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+            written.append((temporary_path(path), path))
+            Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image).save(
+                written[-1][0], format='PNG', compress_level=PNG_COMPRESS_LEVEL)
+        for temporary, path in written:
+            os.replace(temporary, path)
+    except OSError as error:
+        raise InputError(f"{path}: cannot write it ({error.strerror or error})") from error
+    finally:
+        for temporary, _ in written:
+            remove_quietly(temporary)
 
 
 # --------------------------------------------------------------------------- clean plates

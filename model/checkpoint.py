@@ -9,6 +9,7 @@ Weights saved from DistributedDataParallel (`module.`) or torch.compile (`_orig_
 Everything is read with `map_location`, so GPU checkpoints load on CPU-only machines.
 """
 import os
+import re
 import zipfile
 from typing import Dict, Optional, Tuple
 
@@ -44,6 +45,36 @@ def is_torchscript_archive(path: str) -> bool:
         return any(name.endswith('constants.pkl') or '/code/' in name for name in archive.namelist())
 
 
+def weight_file_format_problem(path: str) -> Optional[str]:
+    """Why `path` cannot be a file of torch.save, judged from its first bytes (None if it may be one)."""
+    with open(path, 'rb') as file:
+        head = file.read(4)
+    if not head:
+        return 'is empty: expected weights written by torch.save'
+    # torch.save writes a zip archive, or before PyTorch 1.6 a pickle stream (protocol 2: 0x80 0x02).
+    if head[:2] != b'PK' and head[:1] != b'\x80':
+        return ('is not a PyTorch weight file (torch.save writes a zip archive, or in its legacy format a '
+                'pickle stream; this file is neither)')
+    return None
+
+
+def describe_load_error(error: BaseException) -> str:
+    """One line on why torch.load or torch.jit.load failed, for a user who cannot act on its internals.
+
+    Never suggests loading with weights_only=False: a file refused by the safe loader is not run."""
+    text = str(error)
+    if 'central directory' in text or 'miniz' in text or 'unexpected eof' in text.lower() \
+            or 'Unexpected end' in text or 'truncated' in text.lower():
+        return 'the file is truncated or corrupt (an incomplete copy or download?); copy it again'
+    if 'Weights only load failed' in text or 'weights_only' in text:
+        found = re.search(r'GLOBAL ([\w.]+)', text)
+        what = f' ({found.group(1)})' if found else ''
+        return (f'it holds Python objects other than tensors and plain data{what}, which are not loaded because '
+                'unpickling them could run code; weights saved with torch.save(model.state_dict(), path) load')
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0][:200] if lines else type(error).__name__)
+
+
 def read_state_dict(path: str, map_location='cpu') -> Tuple[Dict[str, torch.Tensor], str]:
     """Reads the weights of any accepted file.
 
@@ -57,10 +88,13 @@ def read_state_dict(path: str, map_location='cpu') -> Tuple[Dict[str, torch.Tens
         raise CheckpointError(
             f"{path!r} is a TorchScript archive (written by torch.jit.save), not a state_dict or a training "
             "checkpoint. Load it with torch.jit.load; the inference scripts take it as --model-checkpoint as it is.")
+    problem = weight_file_format_problem(path)
+    if problem:
+        raise CheckpointError(f"{path!r} {problem}")
     try:
         obj = load_weights_file(path, map_location)
     except Exception as error:
-        raise CheckpointError(f"cannot read checkpoint {path!r}: {error}") from error
+        raise CheckpointError(f"cannot read checkpoint {path!r}: {describe_load_error(error)}") from error
 
     kind = 'state_dict'
     if isinstance(obj, dict):

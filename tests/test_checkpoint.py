@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -71,16 +72,52 @@ def test_base_weights_need_permission_to_start_a_refine_model(tmp_path):
     assert torch.equal(model.state_dict()['decoder.conv4.weight'], base_weights['decoder.conv4.weight'])
 
 
-@pytest.mark.parametrize('content, message', [(b'not a checkpoint', 'cannot read'), (None, 'no state_dict')])
-def test_unreadable_files_are_clear_errors(tmp_path, content, message):
-    path = str(tmp_path / 'broken.pth')
-    if content is None:
-        torch.save([1, 2, 3], path)
-    else:
+class RunsCode:
+    """Unpickling this runs a command: what a malicious weight file does."""
+
+    def __reduce__(self):
+        return (os.system, ('touch ' + os.path.join(tempfile.gettempdir(), 'bgm-pickle-ran'),))
+
+
+def broken_files(folder):
+    """{name: (path, message the error must match)}: the weight files a user can get wrong."""
+    torch.manual_seed(0)
+    files = {}
+    good = os.path.join(folder, 'good.pth')
+    torch.save(MattingRefine('mobilenetv2').state_dict(), good)
+    data = open(good, 'rb').read()
+
+    def write(name, content, message):
+        path = os.path.join(folder, name)
         with open(path, 'wb') as f:
             f.write(content)
-    with pytest.raises(CheckpointError, match=message):
-        read_state_dict(path)
+        files[name] = (path, message)
+
+    write('text.pth', b'not a checkpoint\n', 'not a PyTorch weight file')
+    write('empty.pth', b'', 'is empty')
+    write('truncated.pth', data[:len(data) // 2], 'truncated or corrupt')
+    legacy = os.path.join(folder, 'legacy.pth')
+    torch.save({'a': torch.ones(1000)}, legacy, _use_new_zipfile_serialization=False)
+    write('legacy-truncated.pth', open(legacy, 'rb').read()[:2000], 'truncated or corrupt')
+    torch.save({'model': RunsCode()}, os.path.join(folder, 'malicious.pth'))
+    files['malicious.pth'] = (os.path.join(folder, 'malicious.pth'), 'Python objects other than tensors')
+    torch.save([1, 2, 3], os.path.join(folder, 'list.pth'))
+    files['list.pth'] = (os.path.join(folder, 'list.pth'), 'no state_dict')
+    return files
+
+
+def test_unreadable_files_are_clear_errors(tmp_path):
+    marker = os.path.join(tempfile.gettempdir(), 'bgm-pickle-ran')
+    if os.path.exists(marker):
+        os.remove(marker)
+    for name, (path, message) in broken_files(str(tmp_path)).items():
+        with pytest.raises(CheckpointError, match=message) as error:
+            read_state_dict(path)
+        text = str(error.value)
+        assert name in text and '\n' not in text, text
+        # Internals a user cannot act on, or advice to turn off the safe loader, are not relayed.
+        assert 'weights_only' not in text and 'miniz' not in text, text
+    assert not os.path.exists(marker)  # nothing in the malicious file ran
     with pytest.raises(FileNotFoundError, match='missing.pth'):
         read_state_dict(str(tmp_path / 'missing.pth'))
 

@@ -1,18 +1,24 @@
 """inference_images.py end to end on synthetic capture pairs, with a small random-weight checkpoint."""
 import argparse
+import io
 import os
 import re
+import resource
+import signal
+import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import inference_images
-from inference_utils import add_model_arguments, load_model
+from inference_utils import add_model_arguments, load_model, read_image
 from model import MattingBase
 from test_inference_utils import composite_subject, leftovers, model_args, save_png, textured_plate
 
@@ -220,3 +226,116 @@ def test_channels_last_gives_the_same_mattes(captures, busy_checkpoint):
         assert all(np.asarray(Image.open(out / 'ref' / f'{name}.png')).any() for name in SIZES)  # refined
     for name, a, b in zip(SIZES, *mattes):
         assert np.abs(a - b).max() <= 1, name  # the same model; float sums in another order
+
+
+def test_a_failed_run_creates_no_output_folder(tmp_path, monkeypatch, captures, capsys):
+    """The default output folder (output/<name>) appears only once the model loaded."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'text.pth').write_text('not weights')
+    assert run('--src', captures / 'src', '--bgr', captures / 'bgr', '--disable-progress',
+               *model_args(str(tmp_path / 'text.pth'))) == 2
+    assert 'not a PyTorch weight file' in capsys.readouterr().err
+    assert not (tmp_path / 'output').exists()
+
+
+@pytest.mark.parametrize('blocker', ['pha', 'pha/studio'])
+def test_every_output_folder_is_checked_before_anything_is_computed(captures, checkpoint, capsys, blocker):
+    """An output type's folder (or a sub-folder of it) that is a file stops the run before any output
+    is written, naming that folder."""
+    out = captures / 'out'
+    (out / blocker).parent.mkdir(parents=True, exist_ok=True)
+    (out / blocker).write_text('in the way')
+    status = run('--src', captures / 'src', '--bgr', captures / 'bgr', '--output-dir', out, '--output-types',
+                 'com', 'pha', 'fgr', '--disable-progress', *model_args(checkpoint))
+    err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith('warning:')]
+    assert status == 1 and len(err) == 1, err
+    err = err[0]
+    assert str(out / blocker) in err and '.partial' not in err and 'File exists' not in err, err
+    written = [os.path.join(root, f) for root, _, files in os.walk(out) for f in files]
+    assert written == [str(out / blocker)]
+
+
+def corrupt_jpeg(path, like):
+    """A JPEG whose header is valid but whose data stops half-way."""
+    Image.fromarray(like).save(path, quality=90)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
+def test_each_image_gets_all_of_its_outputs_or_none(tmp_path, checkpoint, capsys):
+    """A corrupt file in a batch stops the run (rightly), and each image has every type or none."""
+    plate = textured_plate(160, 96)
+    for index in range(6):
+        save_png(tmp_path / 'src' / f'{index:04d}.png', composite_subject(plate, 0.3 + 0.08 * index)[0])
+        save_png(tmp_path / 'bgr' / f'{index:04d}.png', plate)
+    corrupt_jpeg(tmp_path / 'src' / '0004.png', composite_subject(plate)[0])
+    out = tmp_path / 'out'
+    status = run('--src', tmp_path / 'src', '--bgr', tmp_path / 'bgr', '--output-dir', out, '--output-types', 'com',
+                 'fgr', 'pha', '--queue-size', '1', '--disable-progress', *model_args(checkpoint))
+    err = capsys.readouterr().err
+    assert status == 1 and '0004.png' in err and 'Traceback' not in err, err
+    done = {t: sorted(os.listdir(out / t)) for t in ('com', 'fgr', 'pha')}
+    assert done['com'] == done['fgr'] == done['pha'], done
+    assert not leftovers(out)
+
+
+def png_claiming(path, width, height):
+    """A tiny PNG whose header claims width x height pixels (a decompression bomb's header)."""
+    buffer = io.BytesIO()
+    Image.new('L', (1, 1)).save(buffer, format='PNG')
+    data = bytearray(buffer.getvalue())
+    data[16:24] = struct.pack('>II', width, height)  # IHDR width and height
+    data[29:33] = struct.pack('>I', zlib.crc32(bytes(data[12:29])))  # the chunk's CRC over type and data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(data))
+
+
+def test_an_image_above_the_pixel_limit_is_one_clear_line(tmp_path, checkpoint, capsys, monkeypatch):
+    png_claiming(tmp_path / 'src' / 'a.png', 20000, 20000)
+    save_png(tmp_path / 'bgr' / 'a.png', textured_plate(160, 96))
+    argv = ['--src', tmp_path / 'src', '--bgr', tmp_path / 'bgr', '--output-dir', tmp_path / 'out',
+            '--disable-progress', *model_args(checkpoint)]
+    assert run(*argv) == 1
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'a.png: 20000x20000' in err and 'BGM_MAX_IMAGE_PIXELS' in err, err
+    # Raising the limit lets it through to the next check (the header says 20000x20000, the plate is smaller).
+    monkeypatch.setenv('BGM_MAX_IMAGE_PIXELS', '0')
+    assert run(*argv) == 1
+    assert 'is 20000x20000 but its clean plate' in capsys.readouterr().err
+
+
+def test_sixteen_bit_grayscale_sources_are_read_at_their_level(tmp_path, checkpoint, capsys):
+    """A 16-bit gray PNG was read as all 255 (white): it must read as its 8-bit rendition."""
+    plate = cv2.cvtColor(textured_plate(160, 96), cv2.COLOR_RGB2GRAY)
+    src = cv2.cvtColor(composite_subject(textured_plate(160, 96))[0], cv2.COLOR_RGB2GRAY)
+    cv2.imwrite(str(tmp_path / 'src16.png'), src.astype(np.uint16) * 257)
+    assert Image.open(tmp_path / 'src16.png').mode.startswith('I')
+    read = read_image(str(tmp_path / 'src16.png'))
+    assert read.shape == (96, 160, 3) and np.abs(read.astype(int) - src[:, :, None]).max() <= 1
+    save_png(tmp_path / 'plate.png', plate)
+    assert run('--src', tmp_path / 'src16.png', '--bgr', tmp_path / 'plate.png', '--output-dir', tmp_path / 'out',
+               '--output-types', 'pha', '--disable-progress', *model_args(checkpoint)) == 0
+    assert 'nearly identical' not in capsys.readouterr().err and 'differs' not in capsys.readouterr().err
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_partial_output(tmp_path, checkpoint):
+    """Writes that fail half-way (here: a file size limit, as a full disk would) end the run with one
+    line naming the file, and no temporary file is left."""
+    plate = textured_plate(160, 96)
+    save_png(tmp_path / 'src' / 'a.png', composite_subject(plate)[0])
+    save_png(tmp_path / 'bgr' / 'a.png', plate)
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, os.path.join(root, 'inference_images.py'), '--src', tmp_path / 'src',
+                             '--bgr', tmp_path / 'bgr', '--output-dir', tmp_path / 'out', '--disable-progress',
+                             *model_args(checkpoint)], capture_output=True, text=True, preexec_fn=limit_file_size,
+                            timeout=300)
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and re.search(r'out/(com|pha|fgr)/a\.png: cannot write it', lines[0]), result.stderr
+    assert not leftovers(tmp_path / 'out')
+    assert not any(files for _, _, files in os.walk(tmp_path / 'out'))

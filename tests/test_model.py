@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from model import MattingBase, MattingRefine
+from tolerance import assert_close
 
 REFINE_NAMES = ['pha', 'fgr', 'pha_sm', 'fgr_sm', 'err_sm', 'ref_sm']
 BASE_NAMES = ['pha', 'fgr', 'err', 'hid']
@@ -155,12 +156,18 @@ def test_crop_and_replace_methods_agree():
                 assert (unrefined - reference[0]).abs().max() > 1e-3
             else:
                 for name, a, b in zip(REFINE_NAMES, outputs, reference):
-                    assert torch.allclose(a, b, atol=1e-6), (crop, replace, name)
+                    assert_close(a, b, rel=1e-6, what=f'{crop}, {replace}: {name}')
 
 
 def test_crop_methods_agree_in_training():
-    """train_refine.py crops with 'gather' for its cheaper backward: it must learn as 'unfold' does."""
-    src, bgr = torch.rand(2, 3, 132, 200), torch.rand(2, 3, 132, 200)
+    """train_refine.py crops with 'gather' for its cheaper backward: it must learn as 'unfold' does.
+
+    The gradients agree to rounding (measured about 1.5e-6 of their norm, from summation order in the
+    backward, amplified by train-mode BatchNorm; biases that a following BatchNorm cancels have
+    gradients of pure rounding noise, so parameters are not compared one by one); a crop at wrong
+    positions differs by more than 1e-2 of the norm."""
+    generator = torch.Generator().manual_seed(0)
+    src, bgr = torch.rand(2, 3, 132, 200, generator=generator), torch.rand(2, 3, 132, 200, generator=generator)
     grads = {}
     for crop in ['unfold', 'gather']:
         torch.manual_seed(1)
@@ -171,8 +178,12 @@ def test_crop_methods_agree_in_training():
         grads[crop] = {name: p.grad for name, p in model.named_parameters()}
     # Every refiner weight gets a gradient, through the patches that both methods crop.
     assert all(grads['unfold'][f'refiner.{name}.weight'].abs().sum() > 0 for name in ['conv1', 'conv4'])
-    for name, grad in grads['unfold'].items():
-        assert torch.allclose(grad, grads['gather'][name], rtol=1e-4, atol=1e-6), name
+    names = list(grads['unfold'])
+    assert_close([grads['gather'][n] for n in names], [grads['unfold'][n] for n in names], rel=1e-4,
+                 what='all gradients')
+    refiner = [n for n in names if n.startswith('refiner.')]
+    assert_close([grads['gather'][n] for n in refiner], [grads['unfold'][n] for n in refiner], rel=1e-4,
+                 what='refiner gradients')
 
 
 def test_sampling_selects_per_image_in_a_batch():
@@ -229,5 +240,6 @@ def test_torchscript_matches_eager(model_class):
         scripted = torch.jit.script(model)
     src, bgr = torch.rand(1, 3, 128, 132), torch.rand(1, 3, 128, 132)
     with torch.no_grad():
-        for a, b in zip(scripted(src, bgr), model(src, bgr)):
-            assert torch.allclose(a, b, atol=1e-6)
+        for name, a, b in zip(REFINE_NAMES if model_class is MattingRefine else BASE_NAMES,
+                              scripted(src, bgr), model(src, bgr)):
+            assert_close(a, b, rel=1e-5, what=name)
