@@ -39,6 +39,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from common.errors import UserError, exit_with_error
+from common.files import check_output_file
 from inference_utils import PRECISIONS, add_model_arguments, load_model
 from model.checkpoint import is_torchscript_archive
 
@@ -341,13 +343,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     check_args(parser, args)
     try:
+        check_output_file(args.output)  # before the model is loaded and traced
         model, device, dtype = load_model(args, slow_fallback=False)
         if dtype != PRECISIONS[args.precision]:
             raise ValueError(f"--precision {args.precision} cannot run on {device}")
         export(model, args.output, args.onnx_opset_version, args.batch_size, tuple(args.resolution),
                args.fixed_shape, metadata=dict(backbone=args.model_backbone, precision=args.precision))
-    except (ValueError, OSError) as error:  # CheckpointError is a ValueError
-        parser.error(str(error))
+    except (UserError, ValueError, OSError) as error:  # CheckpointError is a ValueError
+        exit_with_error(parser.prog, error)
     print(f"Saved {args.output} ({args.model_type}, {args.model_backbone}, {args.precision}, "
           f"opset {args.onnx_opset_version}, {'fixed' if args.fixed_shape else 'dynamic'} shape)")
 

@@ -24,6 +24,7 @@ in the file. Files using `--model-refine-patch-crop-method roi_align` need `impo
 `torch.jit.load` (the op lives in torchvision); the default, unfold, needs only torch.
 """
 import argparse
+import io
 import json
 import os
 import sys
@@ -34,6 +35,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from common.errors import UserError, exit_with_error
+from common.files import check_output_file, write_bytes
 from inference_utils import PRECISIONS, TORCHSCRIPT_SETTINGS, add_model_arguments, load_model
 from model import MattingRefine
 from model.checkpoint import is_torchscript_archive
@@ -92,17 +95,13 @@ def script_model(model: nn.Module, freeze: bool = False) -> torch.jit.ScriptModu
 
 
 def save(scripted: torch.jit.ScriptModule, path: str, metadata: dict) -> None:
-    """Writes the file under a temporary name, then renames it; `metadata` is stored as bgmv2.json."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore', FutureWarning)
-            torch.jit.save(scripted, tmp, _extra_files={METADATA_NAME: json.dumps(metadata)})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Writes the file atomically; `metadata` is stored as bgmv2.json. Serialised in memory first, so
+    that a failed write is the OSError naming the file, not an internal error of the archive writer."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', FutureWarning)
+        torch.jit.save(scripted, buffer, _extra_files={METADATA_NAME: json.dumps(metadata)})
+    write_bytes(path, buffer.getvalue())
 
 
 def read_metadata(path: str) -> dict:
@@ -135,16 +134,21 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    if os.path.isfile(args.model_checkpoint) and is_torchscript_archive(args.model_checkpoint):
-        parser.error(f"--model-checkpoint {args.model_checkpoint} is already TorchScript; "
-                     "give the state_dict or training checkpoint it was made from")
     try:
-        model, device, dtype = load_model(args, slow_fallback=False)
-    except (ValueError, OSError) as error:  # CheckpointError is a ValueError
-        parser.error(str(error))
-    if dtype != PRECISIONS[args.precision]:
-        parser.error(f"--precision {args.precision} cannot run on {device}; export on a device that supports it")
+        export_file(args)
+    except (UserError, ValueError, OSError) as error:  # CheckpointError is a ValueError
+        exit_with_error(parser.prog, error)
 
+
+def export_file(args: argparse.Namespace) -> None:
+    """Loads the model the options describe and writes it as TorchScript to args.output."""
+    check_output_file(args.output)  # before the model is loaded and scripted
+    if os.path.isfile(args.model_checkpoint) and is_torchscript_archive(args.model_checkpoint):
+        raise UserError(f"--model-checkpoint {args.model_checkpoint} is already TorchScript; "
+                        "give the state_dict or training checkpoint it was made from")
+    model, device, dtype = load_model(args, slow_fallback=False)
+    if dtype != PRECISIONS[args.precision]:
+        raise UserError(f"--precision {args.precision} cannot run on {device}; export on a device that supports it")
     scripted = script_model(model, freeze=args.freeze)
     save(scripted, args.output, model_metadata(args, frozen=args.freeze))
     print(f"Saved {args.output} ({args.model_type}, {args.model_backbone}, {args.precision}"

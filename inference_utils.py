@@ -37,7 +37,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from common.errors import UserError
+from common.errors import UserError, exit_with_error
+from common.files import check_folder_can_be_made, remove_quietly, temporary_path
 from common.images import image_size, read_rgb
 from model import CheckpointError, MattingBase, MattingRefine, load_checkpoint
 from model.checkpoint import describe_load_error, is_torchscript_archive
@@ -172,12 +173,12 @@ def load_model(args: argparse.Namespace, device: Optional[torch.device] = None, 
 def load_model_or_exit(parser: argparse.ArgumentParser, args: argparse.Namespace
                        ) -> Tuple[nn.Module, torch.device, torch.dtype]:
     """`load_model` for a command line: a missing or unusable checkpoint, or a device that does not
-    exist, ends the script with an argparse error naming it (exit status 2, no traceback)."""
+    exist, ends the script with one line naming it (exit status 1, no traceback)."""
     try:
         return load_model(args)
     except (ValueError, OSError) as error:  # CheckpointError is a ValueError
         # One line, as the other errors; no usage block: the options parsed, a file was at fault.
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+        exit_with_error(parser.prog, error)
 
 
 def model_device_dtype(model: nn.Module) -> Tuple[torch.device, torch.dtype]:
@@ -523,41 +524,12 @@ def prepare_output_dir(path: str, option: str = '--output-dir') -> None:
         raise InputError(f"{option} {path}: cannot write there ({error.strerror or error})") from error
 
 
-def check_folder_can_be_made(path: str, option: str = '--output-dir') -> None:
-    """Checks, creating nothing, that `path` is a folder files can be written in, or can be made one:
-    its nearest existing ancestor is a writable folder. For checks before anything is computed."""
-    existing = os.path.abspath(path)
-    while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        if existing == os.path.abspath(path):
-            raise InputError(f"{option} {path}: is a file, not a folder")
-        raise InputError(f"{option} {path}: cannot write there ({existing} is a file, not a folder)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"{option} {path}: cannot write there (no permission to write in {existing})")
-
-
 def check_not_existing(paths: Iterable[str], hint: str) -> None:
     """Refuses to overwrite: names the first of `paths` that exists, with `hint` on what to do."""
     existing = [path for path in paths if os.path.lexists(path)]
     if existing:
         more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ''
         raise InputError(f"{existing[0]} already exists{more}; {hint}")
-
-
-def temporary_path(path: str) -> str:
-    """A hidden name beside `path` to write it under before renaming it to `path`. It keeps the
-    extension, from which writers guess the format."""
-    folder, base = os.path.split(path)
-    stem, extension = os.path.splitext(base)
-    return os.path.join(folder, f".{stem}.{uuid.uuid4().hex[:8]}.partial{extension}")
-
-
-def remove_quietly(path: str) -> None:
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def save_image(image: np.ndarray, path: str) -> None:

@@ -12,7 +12,9 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from common.errors import UserError
+from common.images import open_image
 
 __all__ = ['IMAGE_EXTENSIONS', 'natural_key', 'find_images', 'match_names', 'require_names',
            'load_alpha', 'load_foreground', 'load_trimap']
@@ -93,9 +95,11 @@ def require_names(found, names, argument, reference_argument):
 
 def _open(path):
     try:
-        image = Image.open(path)
+        image = open_image(str(path))
         image.load()
-    except (OSError, ValueError) as error:
+    except UserError as error:
+        raise ValueError(str(error)) from None
+    except (OSError, ValueError, SyntaxError) as error:
         raise ValueError(f'{path}: cannot read the image ({error})') from error
     return image
 

@@ -18,6 +18,8 @@ import torch
 from numpy._core.multiarray import scalar as numpy_scalar  # the name pickles of numpy scalars refer to
 from torch import nn
 
+from common.files import save_torch
+
 WEIGHT_KEYS = ('model', 'state_dict', 'model_state')
 WRAPPER_PREFIXES = ('module.', '_orig_mod.')
 
@@ -245,7 +247,4 @@ def save_state_dict(state_dict: Dict[str, torch.Tensor], path: str,
     file; `load_checkpoint` casts them back to the model's dtype)."""
     if dtype is not None:
         state_dict = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state_dict.items()}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    torch.save(state_dict, tmp)
-    os.replace(tmp, path)
+    save_torch(state_dict, path)

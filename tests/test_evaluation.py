@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from broken_files import png_claiming
 from evaluation.benchmark import evaluate_folders
 from evaluation.metrics import (connectivity_error, dtssd, evaluate_matte, foreground_mse,
                                 gradient_error, gradient_magnitude, mad, mse, sad,
@@ -406,3 +407,14 @@ def test_script_exits_with_a_clear_message_on_user_errors(tmp_path):
     done = run_script('--pred', tmp_path / 'missing', '--true', tmp_path / 'data/captures/pha',
                       '--out', tmp_path / 'results')
     assert done.returncode != 0 and '--pred' in done.stderr and 'no such folder' in done.stderr
+
+
+def test_an_image_above_the_pixel_limit_is_one_clear_line(tmp_path):
+    rng = np.random.default_rng(9)
+    make_synthetic_set(tmp_path, rng, count=2)
+    png_claiming(tmp_path / 'out' / 'pha' / '0001.png', 20000, 20000)
+    done = run_script('--pred', tmp_path / 'out' / 'pha', '--true', tmp_path / 'data/captures/pha',
+                      '--out', tmp_path / 'results')
+    assert done.returncode == 1, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and '0001.png: 20000x20000' in lines[0] and 'BGM_MAX_IMAGE_PIXELS' in lines[0], lines

@@ -1,5 +1,8 @@
 import argparse
 import os
+import re
+import resource
+import signal
 import subprocess
 import sys
 import warnings
@@ -156,4 +159,33 @@ def test_weights_of_another_backbone_are_named(tmp_path, checkpoint, capsys):
         export(checkpoint, tmp_path / 'model.pth', '--model-backbone', 'mobilenetv3')
     assert exit_info.value.code != 0
     assert '--model-backbone mobilenetv2' in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_unwritable_outputs_are_one_clear_line_before_any_work(tmp_path, checkpoint, capsys):
+    """A folder as --output, a folder below a file, or a write that fails half-way: one line naming the
+    path, exit status 1, no file and no temporary left behind."""
+    (tmp_path / 'a_file').write_text('')
+    (tmp_path / 'a_folder').mkdir()
+    cases = [(tmp_path / 'a_folder', 'a_folder: is a folder'),
+             (tmp_path / 'a_file' / 'model.pth', 'cannot write there (.*a_file is a file, not a folder)')]
+    for output, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            export(checkpoint, output)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 1 and len(err.splitlines()) == 1 and re.search(message, err), err
+    assert sorted(os.listdir(tmp_path)) == ['a_file', 'a_folder'] and not os.listdir(tmp_path / 'a_folder')
+
+
+def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, checkpoint):
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write then fails with EFBIG, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, os.path.join(root, 'export_torchscript.py'), '--model-checkpoint',
+                             checkpoint, '--device', 'cpu', '--output', str(tmp_path / 'model.pth')],
+                            capture_output=True, text=True, preexec_fn=limit_file_size, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and 'model.pth: cannot write it' in lines[0], result.stderr
     assert os.listdir(tmp_path) == []

@@ -1,0 +1,100 @@
+"""Writing files safely: a file is complete or absent, and a failure names the file.
+
+Every writer of the project (images, videos, checkpoints, exports, results) writes under a hidden
+temporary name beside its target and renames it when complete, so no reader ever sees a half-written
+file and no crash leaves one under the real name; the temporary is removed on failure.
+"""
+import io
+import os
+import uuid
+from typing import Callable, Optional
+
+from .errors import UserError
+
+TEMPORARY_MARK = '.partial'
+
+
+def temporary_path(path: str) -> str:
+    """A hidden name beside `path` to write it under before renaming it to `path`: `.<stem>.<random>.partial<ext>`.
+    It keeps the extension, from which writers guess the format."""
+    folder, base = os.path.split(path)
+    stem, extension = os.path.splitext(base)
+    return os.path.join(folder, f".{stem}.{uuid.uuid4().hex[:8]}{TEMPORARY_MARK}{extension}")
+
+
+def remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """Calls `write(temporary)` to write the file under a temporary name beside `path` (its folder is
+    created), then renames it to `path`. The temporary never outlives the call; an OSError (a full disk,
+    no permission) becomes a UserError naming `path`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = temporary_path(path)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        write(temporary)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise UserError(f"{path}: cannot write it ({error.strerror or error})") from error
+    finally:
+        remove_quietly(temporary)
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """Writes `data` to `path` atomically, synced to disk before the rename."""
+    def write(temporary: str) -> None:
+        with open(temporary, 'wb') as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+    atomic_write(path, write)
+
+
+def save_torch(obj, path: str) -> None:
+    """`torch.save(obj, path)`, atomically. The object is serialised in memory first: torch.save
+    writing to a file reports a full disk as an internal error ('unexpected pos'), Python's own write
+    as the OSError it is, which then names the file."""
+    import torch
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getvalue())
+
+
+def folder_problem(path: str) -> Optional[str]:
+    """Why no file can be written in folder `path`, creating nothing (None when one can): its nearest
+    existing ancestor must be a folder we may write in."""
+    existing = os.path.abspath(path)
+    while not os.path.lexists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"no permission to write in {existing}"
+    return None
+
+
+def check_folder_can_be_made(path: str, option: str = '--output-dir') -> None:
+    """Checks, creating nothing, that `path` is a folder files can be written in, or can be made one:
+    its nearest existing ancestor is a writable folder. For checks before anything is computed."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise UserError(f"{option} {path}: is a file, not a folder")
+    problem = folder_problem(path)
+    if problem:
+        raise UserError(f"{option} {path}: cannot write there ({problem})")
+
+
+def check_output_file(path: str, option: str = '--output') -> None:
+    """Checks, creating nothing, that a file can be written at `path` (not a folder; its folder writable
+    or makeable)."""
+    if os.path.isdir(path):
+        raise UserError(f"{option} {path}: is a folder; expected the name of a file to write")
+    if os.path.lexists(path) and not os.access(path, os.W_OK):
+        raise UserError(f"{option} {path}: cannot replace it (no permission)")
+    problem = folder_problem(os.path.dirname(os.path.abspath(path)))
+    if problem:
+        raise UserError(f"{option} {path}: cannot write there ({problem})")
