@@ -73,8 +73,9 @@ def describe_load_error(error: BaseException) -> str:
         what = f' ({found.group(1)})' if found else ''
         return (f'it holds Python objects other than tensors and plain data{what}, which are not loaded because '
                 'unpickling them could run code; weights saved with torch.save(model.state_dict(), path) load')
+    text = re.sub(r'\s*\(Could this error message be improved\?.*', '', text, flags=re.S)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[0][:200] if lines else type(error).__name__)
+    return f"the file is damaged ({lines[0][:200] if lines else type(error).__name__})"
 
 
 def read_state_dict(path: str, map_location='cpu') -> Tuple[Dict[str, torch.Tensor], str]:

@@ -6,13 +6,14 @@ import signal
 import subprocess
 import sys
 import warnings
+import zipfile
 
 import pytest
 import torch
 
 import export_torchscript
 from inference_utils import TORCHSCRIPT_SETTINGS, add_model_arguments, load_model
-from model import MattingBase, MattingRefine
+from model import CheckpointError, MattingBase, MattingRefine
 from tolerance import assert_close
 
 SIZE = (128, 160)
@@ -189,3 +190,29 @@ def test_a_full_disk_names_the_file_and_leaves_nothing(tmp_path, checkpoint):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and 'model.pth: cannot write it' in lines[0], result.stderr
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('damage', ['code', 'truncated'])
+def test_a_damaged_file_is_named_with_what_is_wrong(tmp_path, refine_file, damage):
+    """A TorchScript file whose code was edited, or which was cut short, says so in one line."""
+    damaged = tmp_path / 'damaged.pth'
+    if damage == 'truncated':
+        data = open(refine_file, 'rb').read()
+        damaged.write_bytes(data[:len(data) // 2])
+    else:
+        with zipfile.ZipFile(refine_file) as source, zipfile.ZipFile(damaged, 'w') as target:
+            for item in source.infolist():
+                data = source.read(item.filename)
+                if '/code/' in item.filename and item.filename.endswith('.py') and b'def forward' in data:
+                    data = data.replace(b'def forward', b'def forward((', 1)
+                target.writestr(item, data)
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    args = parser.parse_args(['--model-checkpoint', str(damaged), '--device', 'cpu'])
+    expected = 'truncated or corrupt' if damage == 'truncated' else \
+        r'looks like a TorchScript archive but cannot be loaded: the file is damaged \(expected ident'
+    # Cut short, it is no longer a readable zip archive, so it is read as a weight file, and refused.
+    with pytest.raises(CheckpointError) as error:
+        load_model(args)
+    message = str(error.value)
+    assert re.search(expected, message) and '\n' not in message and '()' not in message, message
