@@ -25,6 +25,7 @@ import argparse
 import os
 import sys
 
+from common.errors import UserError, exit_with_error
 from evaluation.benchmark import MODES, evaluate_folders, format_summary, write_results
 
 
@@ -57,21 +58,21 @@ def print_progress(done, total, name):
               file=sys.stderr, flush=True)
 
 
-def main(args):
-    results = evaluate_folders(args.pred, args.true, trimap=args.trimap, mode=args.mode,
-                               clips=args.clips, pred_fgr=args.pred_fgr, true_fgr=args.true_fgr,
-                               progress=print_progress)
-    paths = write_results(results, args.out)
+def main(argv=None):
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    try:
+        if os.path.exists(args.out) and not os.path.isdir(args.out):  # before a long run
+            raise UserError(f'--out {args.out}: exists and is not a folder')
+        results = evaluate_folders(args.pred, args.true, trimap=args.trimap, mode=args.mode,
+                                   clips=args.clips, pred_fgr=args.pred_fgr, true_fgr=args.true_fgr,
+                                   progress=print_progress)
+        paths = write_results(results, args.out)
+    except (UserError, OSError) as error:
+        exit_with_error(parser.prog, error)
     print(format_summary(results))
     print('Wrote ' + ', '.join(str(path) for path in paths))
 
 
 if __name__ == '__main__':
-    parser = get_args_parser()
-    arguments = parser.parse_args()
-    if os.path.exists(arguments.out) and not os.path.isdir(arguments.out):
-        parser.error(f'--out {arguments.out}: exists and is not a folder')  # before a long run
-    try:
-        main(arguments)
-    except (OSError, ValueError) as error:
-        sys.exit(f'evaluate.py: error: {error}')
+    main()

@@ -42,8 +42,10 @@ import time
 
 from tqdm import tqdm
 
-from inference_utils import (COMPOSITE, OUTPUT_TYPES, InputError, Matting, ReplacementBackground, Throughput,
-                             add_model_arguments, align_plate, check_folder_can_be_made, check_not_existing,
+from common.files import check_folder_can_be_made
+from common.shards import parse_shard
+from inference_utils import (COMPOSITE, OUTPUT_TYPES, InputError, Matting, Pairing, ReplacementBackground, Throughput,
+                             add_model_arguments, align_plate, check_not_existing,
                              check_plate, exit_on_user_error, image_size, load_model_or_exit, pair_images,
                              prepare_output_dir, read_image, run_pipeline, save_images, warn)
 
@@ -81,6 +83,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     existing.add_argument('--skip-existing', action='store_true',
                           help='keep existing output files and compute only the missing ones')
     existing.add_argument('--overwrite', '-y', action='store_true', help='replace existing output files')
+    group.add_argument('--shard', metavar='I/N',
+                       help="do only shard I of N of the pairs (1 <= I <= N), for one task of a job array; 'auto' "
+                            "takes I and N from Slurm's SLURM_ARRAY_TASK_ID / _MIN / _COUNT. A pair's shard "
+                            "depends on its name only; combine with --skip-existing so a requeued task resumes")
     group = parser.add_argument_group('performance')
     group.add_argument('--queue-size', type=int, default=4,
                        help='images read ahead and waiting to be written, per stage (default 4)')
@@ -142,7 +148,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         replacement = ReplacementBackground(args.replacement_background, allow_video=False)
         output_types.append(COMPOSITE)
 
+    shard = parse_shard(args.shard)
     pairing = pair_images(args.src, args.bgr)
+    if shard:
+        name_of = lambda path: os.path.splitext(path)[0]  # noqa: E731  (pairs are named by stem)
+        pairing = Pairing(shard.select(pairing.pairs, name=lambda pair: pair.name),
+                          shard.select(pairing.unpaired_src, name=name_of),
+                          shard.select(pairing.unpaired_bgr, name=name_of))
     if pairing.unpaired_src:
         warn(f"{len(pairing.unpaired_src)} source image(s) in {args.src} have no clean plate in {args.bgr} "
              f"and are skipped: {list_names(pairing.unpaired_src)}")
@@ -150,8 +162,13 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         warn(f"{len(pairing.unpaired_bgr)} clean plate(s) in {args.bgr} have no source image: "
              f"{list_names(pairing.unpaired_bgr)}")
     if not pairing.pairs:
+        if shard:
+            print(f"shard {shard}: no image pairs fall in this shard; nothing to do")
+            return
         raise InputError(f"no image of --src {args.src} has a clean plate in --bgr {args.bgr} "
                          "(they are paired by relative path without extension)")
+    if shard:
+        print(f"shard {shard}: {len(pairing.pairs)} image pair(s)")
 
     todo = plan(pairing.pairs, args.output_dir, output_types, args.skip_existing)
     # Every folder an output goes to is checked before the model loads, and made only once it loaded:
@@ -216,6 +233,8 @@ def apply_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         args.model_checkpoint = DEMO_CHECKPOINT
         print(f"Using the bundled demonstration model {os.path.relpath(DEMO_CHECKPOINT)} (trained on synthetic "
               "data only; pass --model-checkpoint with official BGMv2 weights for real photos)")
+    if args.shard and args.output_dir is None:
+        parser.error('--shard needs --output-dir: every task of the job writes into the same folder')
     if args.output_dir is None:
         name = name or os.path.splitext(os.path.basename(os.path.normpath(args.src)))[0] or 'images'
         base = os.path.join('output', name)

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from common.errors import UserError, exit_with_error
-from common.files import check_folder_can_be_made, remove_quietly, temporary_path
+from common.files import IMAGE_EXTENSIONS, is_image_file, list_images, names_by_stem, remove_quietly, temporary_path
 from common.images import image_size, read_rgb
 from model import CheckpointError, MattingBase, MattingRefine, load_checkpoint
 from model.checkpoint import describe_load_error, is_torchscript_archive
@@ -407,41 +407,7 @@ class Throughput(NamedTuple):
 
 # --------------------------------------------------------------------------- files
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 PNG_COMPRESS_LEVEL = 3  # zlib level: lossless at any level; 3 is much faster than 6 for ~5% more bytes
-
-
-def is_image_file(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
-
-
-def natural_key(text: str) -> list:
-    """Sort key that puts 'frame2' before 'frame10'."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r'(\d+)', text)]
-
-
-def list_images(folder: str, recursive: bool = True) -> List[str]:
-    """Relative paths of the images in `folder`, in natural order; hidden files and folders
-    (such as our own temporary files) are skipped."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith('.')] if recursive else []
-        found += [os.path.relpath(os.path.join(root, f), folder) for f in files
-                  if not f.startswith('.') and is_image_file(f)]
-    return sorted(found, key=natural_key)
-
-
-def names_by_stem(files: Sequence[str], where: str) -> Dict[str, str]:
-    """{file name without extension: file}. Outputs are named by stem, so two files of one stem
-    (`a/1.jpg` and `a/1.png`) are an InputError naming both and `where` they are."""
-    names = {}
-    for file in files:
-        stem = os.path.splitext(file)[0]
-        if stem in names:
-            raise InputError(f"{where}: {names[stem]} and {file} would both be written as {stem}; "
-                             "keep one of them")
-        names[stem] = file
-    return names
 
 
 class Pair(NamedTuple):

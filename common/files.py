@@ -6,12 +6,60 @@ file and no crash leaves one under the real name; the temporary is removed on fa
 """
 import io
 import os
+import re
 import uuid
-from typing import Callable, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .errors import UserError
 
 TEMPORARY_MARK = '.partial'
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
+
+
+# --------------------------------------------------------------------------- finding images
+
+def is_image_file(path: str) -> bool:
+    """An image by its extension, not hidden: hidden files are macOS resource forks ('._x.jpg') and the
+    temporaries of our own writers."""
+    name = os.path.basename(path)
+    return not name.startswith('.') and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def natural_key(text: str) -> list:
+    """Sort key that compares runs of digits as numbers: 'frame2' before 'frame10'."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r'(\d+)', text)]
+
+
+def list_images(folder: str, recursive: bool = True, key: Callable[[str], object] = natural_key) -> List[str]:
+    """The images in `folder` as paths relative to it ('/'-separated), sorted by `key` (natural order by
+    default); hidden files and folders are skipped, symbolic links followed."""
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith('.')] if recursive else []
+        relative = os.path.relpath(root, folder)
+        found += [f if relative == '.' else f'{relative}/{f}'.replace(os.sep, '/') for f in files if is_image_file(f)]
+    return sorted(found, key=key)
+
+
+def stem(path: str) -> str:
+    """The name that pairs files across folders: the relative path without its extension."""
+    return os.path.splitext(path)[0]
+
+
+def names_by_stem(files: Sequence[str], where: str) -> Dict[str, str]:
+    """{relative path without extension: relative path}. Files pair, and outputs are named, by stem,
+    so two files of one stem (`a/1.jpg` and `a/1.png`) are a UserError naming both and `where` they are."""
+    names: Dict[str, str] = {}
+    for file in files:
+        name = stem(file)
+        if name in names:
+            raise UserError(f"{where}: {names[name]} and {file} have the same name without extension; "
+                            "keep one of them")
+        names[name] = file
+    return names
+
+
+# --------------------------------------------------------------------------- writing
 
 
 def temporary_path(path: str) -> str:

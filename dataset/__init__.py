@@ -1,7 +1,7 @@
-"""Data for training and inference: data set loaders, augmentation, synthetic data.
+"""Data for training: data set loaders, augmentation, synthetic data.
 
     from dataset import (ForegroundDataset, BackgroundDataset, CompositionDataset, train_transforms,
-                         valid_transforms, BatchAugment, ImagesDataset, VideoDataset, ZipDataset, SampleDataset)
+                         valid_transforms, BatchAugment, SampleDataset)
 
 Where data lives is data_path.py's business; `python -m dataset.synthetic` writes a small data set.
 Names are imported on first use, so the synthetic data generator starts without torch.
@@ -14,11 +14,10 @@ _EXPORTS = {
     'batch_augment': ('BatchAugment',),
     'composition': ('CompositionDataset',),
     'files': ('DataPathError', 'ForegroundFile', 'list_images', 'pair_folders'),
-    'images': ('ImagesDataset', 'VideoDataset'),
     'loading': ('CorruptDataError', 'CorruptImageWarning'),
     'matting': ('BackgroundDataset', 'ForegroundDataset'),
     'recipes': ('train_transforms', 'valid_transforms'),
-    'wrappers': ('SampleDataset', 'ZipDataset'),
+    'wrappers': ('SampleDataset',),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

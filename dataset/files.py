@@ -4,15 +4,16 @@ Nothing here decodes an image: these helpers only look at names, so a training r
 data layout in seconds before it starts.
 """
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, List, Optional, Sequence
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
+from common import files as common_files
+from common.errors import UserError
+from common.files import IMAGE_EXTENSIONS
 
 
-class DataPathError(ValueError):
+class DataPathError(UserError, ValueError):
     """A data folder is missing, holds no images, or its files do not pair up."""
 
 
@@ -30,21 +31,13 @@ class ForegroundFile:
     group: str
 
 
-def is_image(name: str) -> bool:
-    # Hidden files are skipped: macOS '._x.jpg' resource forks and our own temporary files.
-    return not name.startswith('.') and name.lower().endswith(IMAGE_EXTENSIONS)
-
-
 def list_images(folder) -> List[Path]:
-    """All images below `folder` (recursive, symlinks followed), sorted by relative path."""
+    """All images below `folder` (recursive, symlinks followed, hidden files skipped), sorted by
+    relative path: the order that the data sets index, and that seeds reproduce."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataPathError(f'Image folder {folder} does not exist or is not a folder.')
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith('.')]
-        found.extend(Path(dirpath, name) for name in filenames if is_image(name))
-    return sorted(found, key=lambda path: path.relative_to(folder).as_posix())
+    return [folder / relative for relative in common_files.list_images(str(folder), key=str)]
 
 
 def relative_key(path: Path, folder: Path) -> str:

@@ -21,12 +21,14 @@ import csv
 import io
 import json
 import math
-import os
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from common.errors import UserError
+from common.files import write_bytes
 
 from .files import (find_images, load_alpha, load_foreground, load_trimap, match_names,
                     natural_key, require_names)
@@ -96,8 +98,8 @@ def _frame_order(name, clips):
 def _check_size(array, reference, path, reference_path):
     if array.shape[:2] != reference.shape[:2]:
         (h, w), (rh, rw) = array.shape[:2], reference.shape[:2]
-        raise ValueError(f'{path} is {w}x{h} but {reference_path} is {rw}x{rh}; '
-                         f'each file must have the size of its ground truth')
+        raise UserError(f'{path} is {w}x{h} but {reference_path} is {rw}x{rh}; '
+                        f'each file must have the size of its ground truth')
 
 
 def evaluate_folders(pred, true, *, trimap=None, mode='trimap', clips=False,
@@ -114,73 +116,88 @@ def evaluate_folders(pred, true, *, trimap=None, mode='trimap', clips=False,
     pred_fgr, true_fgr: folders of RGB foregrounds named as `true`, both or neither; adds FgrMSE
         over the pixels of the region where the true alpha is above zero.
     progress: optional callable(done, total, name) called after each file.
-    Returns Results. Raises ValueError / FileNotFoundError naming the argument or file at fault.
+    Returns Results. Raises UserError naming the argument or file at fault.
     """
-    if mode not in MODES:
-        raise ValueError(f'mode: expected one of {", ".join(MODES)}, got {mode!r}')
-    if trimap is not None and mode != 'trimap':
-        raise ValueError(f'--trimap is used by --mode trimap only, not by --mode {mode}')
-    if (pred_fgr is None) != (true_fgr is None):
-        raise ValueError('--pred-fgr and --true-fgr go together: give both or neither')
-
-    pred_files, true_files = find_images(pred, '--pred'), find_images(true, '--true')
-    names = match_names(pred_files, true_files, f'--pred {pred}', f'--true {true}')
-    names.sort(key=lambda name: _frame_order(name, clips))
-    extra_folders = {'trimap': trimap, 'pred_fgr': pred_fgr, 'true_fgr': true_fgr}
-    extra_files = {}
-    for argument, folder in extra_folders.items():
-        if folder is not None:
-            flag = '--' + argument.replace('_', '-')
-            extra_files[argument] = find_images(folder, flag)
-            require_names(extra_files[argument], names, f'{flag} {folder}', f'--true {true}')
-
+    _check_options(mode, trimap, pred_fgr, true_fgr)
+    folders = {'pred': pred, 'true': true, 'trimap': trimap, 'pred_fgr': pred_fgr, 'true_fgr': true_fgr}
+    names, files = _find_files(folders, clips)
     alpha_metrics = TRIMAP_METRICS if mode == 'trimap' else FRAME_METRICS
-    metrics = alpha_metrics + (('dtssd',) if clips else ()) + (('fgr_mse',) if pred_fgr else ())
-    if mode == 'frame':
-        region_text = 'whole frame'
-    elif trimap is not None:
-        region_text = f'unknown region (128) of the trimaps in {trimap}'
-    else:
-        region_text = ('unknown region of trimaps made from the ground truth '
-                       '(0.06 < alpha < 0.96, widened 10 px)')
-    results = Results(mode=mode, region=region_text, clips=clips, metrics=metrics,
-                      folders={'pred': str(pred), 'true': str(true), **{
-                          key: str(value) for key, value in extra_folders.items() if value}})
-
+    results = Results(mode=mode, region=_region_description(mode, trimap), clips=clips,
+                      metrics=alpha_metrics + (('dtssd',) if clips else ()) + (('fgr_mse',) if pred_fgr else ()),
+                      folders={key: str(value) for key, value in folders.items() if value is not None})
     previous = None  # (clip, pred alpha, true alpha) of the last frame, for dtSSD
     for done, name in enumerate(names, start=1):
-        pred_alpha, true_alpha = load_alpha(pred_files[name]), load_alpha(true_files[name])
-        _check_size(pred_alpha, true_alpha, pred_files[name], true_files[name])
-
-        region = None
-        if 'trimap' in extra_files:
-            path = extra_files['trimap'][name]
-            trimap_image = load_trimap(path)
-            _check_size(trimap_image, true_alpha, path, true_files[name])
-            region = unknown_region(trimap_image, name=str(path))
-        elif mode == 'trimap':
-            region = unknown_region(trimap_from_alpha(true_alpha))
-
-        row = {'clip': posixpath.dirname(name) or '.'} if clips else {}
-        row['file'] = name
-        row.update(evaluate_matte(pred_alpha, true_alpha, region, alpha_metrics))
-        if clips:
-            row['dtssd'] = None  # the first frame of a clip has no predecessor
-            if previous is not None and previous[0] == row['clip']:
-                row['dtssd'] = (dtssd(pred_alpha, previous[1], true_alpha, previous[2])
-                                * METRICS['dtssd'].scale)
-            previous = (row['clip'], pred_alpha, true_alpha)
-        if pred_fgr:
-            pred_path, true_path = extra_files['pred_fgr'][name], extra_files['true_fgr'][name]
-            pred_rgb, true_rgb = load_foreground(pred_path), load_foreground(true_path)
-            _check_size(pred_rgb, true_alpha, pred_path, true_files[name])
-            _check_size(true_rgb, true_alpha, true_path, true_files[name])
-            row['fgr_mse'] = (foreground_mse(pred_rgb, true_rgb, true_alpha, region)
-                              * METRICS['fgr_mse'].scale)
+        row, previous = _evaluate_file(name, {kind: found[name] for kind, found in files.items()}, mode,
+                                       alpha_metrics, clips, previous)
         results.rows.append(row)
         if progress is not None:
             progress(done, len(names), name)
     return results
+
+
+def _check_options(mode, trimap, pred_fgr, true_fgr):
+    if mode not in MODES:
+        raise UserError(f'mode: expected one of {", ".join(MODES)}, got {mode!r}')
+    if trimap is not None and mode != 'trimap':
+        raise UserError(f'--trimap is used by --mode trimap only, not by --mode {mode}')
+    if (pred_fgr is None) != (true_fgr is None):
+        raise UserError('--pred-fgr and --true-fgr go together: give both or neither')
+
+
+def _find_files(folders, clips):
+    """(names in evaluation order, {kind: {name: Path}}) for the folders given (kind: 'pred', 'true',
+    'trimap', 'pred_fgr', 'true_fgr'); every folder must hold the names of --true."""
+    pred, true = folders['pred'], folders['true']
+    files = {'pred': find_images(pred, '--pred'), 'true': find_images(true, '--true')}
+    names = match_names(files['pred'], files['true'], f'--pred {pred}', f'--true {true}')
+    names.sort(key=lambda name: _frame_order(name, clips))
+    for kind in ('trimap', 'pred_fgr', 'true_fgr'):
+        if folders[kind] is not None:
+            flag = '--' + kind.replace('_', '-')
+            files[kind] = find_images(folders[kind], flag)
+            require_names(files[kind], names, f'{flag} {folders[kind]}', f'--true {true}')
+    return names, files
+
+
+def _region_description(mode, trimap):
+    if mode == 'frame':
+        return 'whole frame'
+    if trimap is not None:
+        return f'unknown region (128) of the trimaps in {trimap}'
+    return 'unknown region of trimaps made from the ground truth (0.06 < alpha < 0.96, widened 10 px)'
+
+
+def _evaluate_file(name, paths, mode, alpha_metrics, clips, previous):
+    """The metrics of one file: (row, this frame's (clip, pred alpha, true alpha) for the next's dtSSD).
+
+    paths: {kind: Path} of this name in each folder given."""
+    pred_alpha, true_alpha = load_alpha(paths['pred']), load_alpha(paths['true'])
+    _check_size(pred_alpha, true_alpha, paths['pred'], paths['true'])
+    region = None
+    try:
+        if 'trimap' in paths:
+            trimap_image = load_trimap(paths['trimap'])
+            _check_size(trimap_image, true_alpha, paths['trimap'], paths['true'])
+            region = unknown_region(trimap_image, name=str(paths['trimap']))
+        elif mode == 'trimap':
+            region = unknown_region(trimap_from_alpha(true_alpha))
+    except ValueError as error:  # a trimap holding values other than 0, 128, 255
+        raise UserError(str(error)) from None
+
+    row = {'clip': posixpath.dirname(name) or '.'} if clips else {}
+    row['file'] = name
+    row.update(evaluate_matte(pred_alpha, true_alpha, region, alpha_metrics))
+    if clips:
+        row['dtssd'] = None  # the first frame of a clip has no predecessor
+        if previous is not None and previous[0] == row['clip']:
+            row['dtssd'] = dtssd(pred_alpha, previous[1], true_alpha, previous[2]) * METRICS['dtssd'].scale
+        previous = (row['clip'], pred_alpha, true_alpha)
+    if 'pred_fgr' in paths:
+        pred_rgb, true_rgb = load_foreground(paths['pred_fgr']), load_foreground(paths['true_fgr'])
+        _check_size(pred_rgb, true_alpha, paths['pred_fgr'], paths['true'])
+        _check_size(true_rgb, true_alpha, paths['true_fgr'], paths['true'])
+        row['fgr_mse'] = foreground_mse(pred_rgb, true_rgb, true_alpha, region) * METRICS['fgr_mse'].scale
+    return row, previous
 
 
 def _number(value):
@@ -199,14 +216,8 @@ def _csv_text(header, rows):
 
 
 def _write_atomically(path, text):
-    """Write to a temporary file next to `path`, then rename: readers never see half a file."""
-    temporary = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        with open(temporary, 'w', newline='') as file:
-            file.write(text)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """Readers never see half a file (see common.files)."""
+    write_bytes(str(path), text.encode('utf-8'))
 
 
 def write_results(results, out):
@@ -217,7 +228,7 @@ def write_results(results, out):
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f'--out {out}: exists and is not a folder')
+        raise UserError(f'--out {out}: exists and is not a folder')
     out.mkdir(parents=True, exist_ok=True)
     labels = results.labels()
     groups = results.groups()

@@ -4,30 +4,23 @@ Files are matched by their path relative to their folder WITHOUT the extension, 
 `true/0000.jpg` matches a prediction `pred/0000.png` (inference_images.py always writes PNG).
 Names are sorted naturally: `frame2` comes before `frame10`.
 
-Errors are ValueError or FileNotFoundError whose message names the folder or file and what was
-expected; the evaluation script prints them as they are.
+A folder or file that cannot be used raises UserError, whose message names the option or file and
+what was expected; the evaluation script prints it as it is.
 """
 
-import re
 from pathlib import Path
 
 import numpy as np
 
 from common.errors import UserError
+from common.files import IMAGE_EXTENSIONS, list_images, names_by_stem, natural_key
 from common.images import open_image
 
 __all__ = ['IMAGE_EXTENSIONS', 'natural_key', 'find_images', 'match_names', 'require_names',
            'load_alpha', 'load_foreground', 'load_trimap']
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
-
 # How many unmatched names an error message lists before it gives a count.
 _SHOWN_NAMES = 5
-
-
-def natural_key(name):
-    """Sort key comparing runs of digits as numbers: 'f2' < 'f10'."""
-    return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', name)]
 
 
 def _listing(names):
@@ -42,27 +35,16 @@ def find_images(folder, argument):
 
     folder: path of a folder; argument: how the user named it (e.g. '--pred'), for messages.
     Hidden files and folders (names starting with '.') are skipped.
-    Returns {name: Path}. Raises FileNotFoundError if the folder does not exist, ValueError if it
-    holds no image or two images differ only in extension.
+    Returns {name: Path}. Raises UserError if the folder does not exist, holds no image, or two of
+    its images differ only in extension.
     """
     root = Path(folder)
     if not root.is_dir():
-        raise FileNotFoundError(f'{argument} {folder}: no such folder')
-    images = {}
-    for path in root.rglob('*'):
-        relative = path.relative_to(root)
-        if any(part.startswith('.') for part in relative.parts) or not path.is_file():
-            continue
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
-        name = relative.with_suffix('').as_posix()
-        if name in images:
-            raise ValueError(f'{argument} {folder}: {images[name].name} and {path.name} in the '
-                             f'same folder differ only in extension; keep one of them')
-        images[name] = path
-    if not images:
-        raise ValueError(f'{argument} {folder}: no images ({", ".join(IMAGE_EXTENSIONS)}) found')
-    return images
+        raise UserError(f'{argument} {folder}: no such folder')
+    names = names_by_stem(list_images(str(root)), f'{argument} {folder}')
+    if not names:
+        raise UserError(f'{argument} {folder}: no images ({", ".join(IMAGE_EXTENSIONS)}) found')
+    return {name: root / relative for name, relative in names.items()}
 
 
 def match_names(pred, true, pred_argument, true_argument):
@@ -81,7 +63,7 @@ def match_names(pred, true, pred_argument, true_argument):
         if extra:
             lines.append(f'  {len(extra)} of {len(pred)} in {pred_argument} have no ground truth: '
                          f'{_listing(extra)}')
-        raise ValueError('\n'.join(lines))
+        raise UserError('\n'.join(lines))
     return sorted(true, key=natural_key)
 
 
@@ -89,18 +71,16 @@ def require_names(found, names, argument, reference_argument):
     """Check that `found` ({name: Path}) covers `names`; extra images in `found` are ignored."""
     missing = set(names) - found.keys()
     if missing:
-        raise ValueError(f'{argument}: {len(missing)} of the {len(names)} images in '
+        raise UserError(f'{argument}: {len(missing)} of the {len(names)} images in '
                          f'{reference_argument} have no counterpart here: {_listing(missing)}')
 
 
 def _open(path):
+    image = open_image(str(path))
     try:
-        image = open_image(str(path))
         image.load()
-    except UserError as error:
-        raise ValueError(str(error)) from None
     except (OSError, ValueError, SyntaxError) as error:
-        raise ValueError(f'{path}: cannot read the image ({error})') from error
+        raise UserError(f'{path}: cannot read the image ({error})') from error
     return image
 
 
@@ -108,7 +88,7 @@ def load_alpha(path):
     """An alpha matte file -> (H, W) float64, 0 ~ 1.
 
     Accepts 8-bit and 16-bit grayscale (divided by 255 or 65535), 32-bit float grayscale (taken as
-    0 ~ 1), and RGB whose three channels are equal. Anything else raises ValueError.
+    0 ~ 1), and RGB whose three channels are equal. Anything else raises UserError.
     """
     image = _open(path)
     if image.mode in ('L', '1'):
@@ -118,15 +98,15 @@ def load_alpha(path):
     if image.mode == 'F':
         alpha = np.asarray(image, dtype=np.float64)
         if alpha.min() < 0 or alpha.max() > 1:
-            raise ValueError(f'{path}: a float alpha matte must hold values in 0 ~ 1')
+            raise UserError(f'{path}: a float alpha matte must hold values in 0 ~ 1')
         return alpha
     if image.mode == 'RGB':
         rgb = np.asarray(image)
         if (rgb == rgb[..., :1]).all():
             return rgb[..., 0].astype(np.float64) / 255
-        raise ValueError(f'{path}: expected a grayscale alpha matte, got an RGB image whose '
+        raise UserError(f'{path}: expected a grayscale alpha matte, got an RGB image whose '
                          f'channels differ (a foreground or composite?)')
-    raise ValueError(f'{path}: expected a single-channel (grayscale) alpha matte, got an image '
+    raise UserError(f'{path}: expected a single-channel (grayscale) alpha matte, got an image '
                      f'of mode {image.mode}')
 
 
@@ -134,7 +114,7 @@ def load_foreground(path):
     """A foreground file -> (H, W, 3) float64 RGB, 0 ~ 1 (an alpha channel is ignored)."""
     image = _open(path)
     if image.mode not in ('RGB', 'RGBA', 'L'):
-        raise ValueError(f'{path}: expected an 8-bit RGB foreground, got an image of mode '
+        raise UserError(f'{path}: expected an 8-bit RGB foreground, got an image of mode '
                          f'{image.mode}')
     return np.asarray(image.convert('RGB'), dtype=np.float64) / 255
 
@@ -143,6 +123,6 @@ def load_trimap(path):
     """A trimap file -> (H, W) uint8 holding 0, 128, 255 (checked by `metrics.unknown_region`)."""
     image = _open(path)
     if image.mode != 'L':
-        raise ValueError(f'{path}: expected an 8-bit grayscale trimap (0, 128, 255), got an image '
+        raise UserError(f'{path}: expected an 8-bit grayscale trimap (0, 128, 255), got an image '
                          f'of mode {image.mode}')
     return np.asarray(image)

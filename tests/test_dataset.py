@@ -17,9 +17,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 import data_path
 from data_path import DataPaths
 from dataset import (ApplyOnlyAt, BackgroundDataset, BatchAugment, ColorJitter, Compose, CompositionDataset,
-                     CorruptDataError, CorruptImageWarning, DataPathError, ForegroundDataset, ImagesDataset,
-                     RandomAffineAndResize, RandomBoxBlur, RandomHorizontalFlip, RandomSharpen, SampleDataset,
-                     ToTensor, VideoDataset, ZipDataset, train_transforms, valid_transforms)
+                     CorruptDataError, CorruptImageWarning, DataPathError, ForegroundDataset, RandomAffineAndResize,
+                     RandomBoxBlur, RandomHorizontalFlip, RandomSharpen, SampleDataset, ToTensor, train_transforms,
+                     valid_transforms)
 from dataset.synthetic import generate
 from torchvision.transforms import InterpolationMode
 
@@ -415,50 +415,9 @@ def test_a_run_of_unreadable_files_gives_up(tmp_path):
             BackgroundDataset.from_folder(tmp_path / 'bgr')[1]
 
 
-# ---------------------------------------------------------------- inference and validation data sets
+# ---------------------------------------------------------------- the validation sample
 
-def test_images_dataset_is_recursive_sorted_and_strict(tmp_path):
-    for name in ('b/2.png', 'a/1.jpg', 'b/1.png', '.hidden.png'):
-        save(tmp_path / 'src' / name, np.full((6, 8, 3), 100, np.uint8))
-    (tmp_path / 'src/notes.txt').write_text('not an image')
-    images = ImagesDataset(tmp_path / 'src', mode='L')
-    assert images.relative_names == ['a/1.jpg', 'b/1.png', 'b/2.png']
-    assert images[0].mode == 'L' and images[2].size == (8, 6)
-    corrupt(tmp_path / 'src/b/1.png')
-    with pytest.raises(CorruptDataError, match='b/1.png'):
-        images[1]
-    with pytest.raises(DataPathError, match='does not exist'):
-        ImagesDataset(tmp_path / 'nothing')
-    with pytest.raises(DataPathError, match='contains no images'):
-        ImagesDataset((tmp_path / 'empty').mkdir() or tmp_path / 'empty')
-
-
-def test_video_dataset_reads_frames_in_any_order(tmp_path):
-    import cv2
-    path = str(tmp_path / 'clip.avi')
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'MJPG'), 25, (32, 24))
-    levels = [30, 90, 150, 210, 250]
-    for level in levels:
-        writer.write(np.full((24, 32, 3), level, np.uint8))
-    writer.release()
-    with VideoDataset(path) as video:
-        assert (len(video), video.width, video.height) == (5, 32, 24)
-        order = [3, 4, 1, 0, 2, -1]
-        means = [np.asarray(video[i], float).mean() for i in order]
-        assert np.allclose(means, [levels[i] for i in order], atol=4)
-        assert len(video[1:4]) == 3
-        with pytest.raises(IndexError):
-            video[5]
-    with pytest.raises(DataPathError, match='does not exist'):
-        VideoDataset(tmp_path / 'missing.mp4')
-
-
-def test_zip_and_sample_datasets():
-    zipped = ZipDataset([list(range(6)), ['a', 'b']])
-    assert len(zipped) == 6 and zipped[3] == (3, 'b')
-    assert ZipDataset([[1, 2], [3, 4]], transforms=lambda a, b: a + b)[1] == 6
-    with pytest.raises(ValueError, match='differ in length'):
-        ZipDataset([[1, 2], [3]], assert_equal_length=True)
+def test_sample_dataset_spreads_evenly():
     sample = SampleDataset(list(range(100)), 4)
     assert [sample[i] for i in range(len(sample))] == [0, 25, 50, 75]
     assert len(SampleDataset(list(range(3)), 10)) == 3

@@ -16,6 +16,7 @@ from PIL import Image
 from scipy import ndimage
 
 from broken_files import png_claiming
+from common.errors import UserError
 from evaluation.benchmark import evaluate_folders
 from evaluation.metrics import (connectivity_error, dtssd, evaluate_matte, foreground_mse,
                                 gradient_error, gradient_magnitude, mad, mse, sad,
@@ -290,7 +291,7 @@ def test_unmatched_files_are_listed_then_counted(tmp_path):
         save_gray(tmp_path / 'true' / f'{i}.png', alpha)
     save_gray(tmp_path / 'pred' / '0.png', alpha)
     save_gray(tmp_path / 'pred' / 'stray.png', alpha)
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(UserError) as error:
         evaluate_folders(tmp_path / 'pred', tmp_path / 'true')
     message = str(error.value)
     assert '7 of 8' in message and '1, 2, 3, 4, 5 ... and 2 more' in message
@@ -300,7 +301,7 @@ def test_unmatched_files_are_listed_then_counted(tmp_path):
 def test_size_mismatch_names_both_files(tmp_path):
     save_gray(tmp_path / 'pred' / 'x.png', np.zeros((8, 10)))
     save_gray(tmp_path / 'true' / 'x.png', np.zeros((8, 8)))
-    with pytest.raises(ValueError, match=r'pred/x\.png is 10x8 but .*true/x\.png is 8x8'):
+    with pytest.raises(UserError, match=r'pred/x\.png is 10x8 but .*true/x\.png is 8x8'):
         evaluate_folders(tmp_path / 'pred', tmp_path / 'true')
 
 
@@ -315,7 +316,7 @@ def test_given_trimap_selects_the_region(tmp_path):
     Image.fromarray(trimap).save(tmp_path / 'trimap' / 'x.png')
     row = evaluate_folders(tmp_path / 'pred', tmp_path / 'true', trimap=tmp_path / 'trimap').rows[0]
     assert row['sad'] == pytest.approx(np.abs(pred - true)[:, :10].sum() / 1000)
-    with pytest.raises(ValueError, match='--trimap'):
+    with pytest.raises(UserError, match='--trimap'):
         evaluate_folders(tmp_path / 'pred', tmp_path / 'true', trimap=tmp_path / 'trimap',
                          mode='frame')
 

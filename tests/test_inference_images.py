@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 import inference_images
+from common.shards import Shard, parse_shard
 from broken_files import corrupt_jpeg, png_claiming
 from inference_utils import add_model_arguments, load_model, read_image
 from model import MattingBase
@@ -320,3 +321,51 @@ def test_a_full_disk_names_the_file_and_leaves_no_partial_output(tmp_path, check
     assert len(lines) == 1 and re.search(r'out/(com|pha|fgr)/a\.png: cannot write it', lines[0]), result.stderr
     assert not leftovers(tmp_path / 'out')
     assert not any(files for _, _, files in os.walk(tmp_path / 'out'))
+
+
+def test_shards_are_disjoint_complete_and_stable(tmp_path, checkpoint, capsys, monkeypatch):
+    """--shard I/N: three tasks write disjoint sets of outputs that together are all of them; a pair's
+    shard does not change when other files are added; --shard auto reads the Slurm array variables."""
+    plate = textured_plate(64, 64)
+    pairs = [f'take{n // 4}/{n:04d}' for n in range(12)]
+    for index, name in enumerate(pairs):
+        save_png(tmp_path / 'src' / f'{name}.png', composite_subject(plate, 0.3 + 0.03 * index)[0])
+        save_png(tmp_path / 'bgr' / f'{name}.png', plate)
+    out = tmp_path / 'out'
+    common = ['--src', tmp_path / 'src', '--bgr', tmp_path / 'bgr', '--output-dir', out, '--output-types', 'pha',
+              '--disable-progress', *model_args(checkpoint)]
+    done = []
+    for index in (1, 2, 3):
+        before = set(written_names(out))
+        assert run(*common, '--shard', f'{index}/3') == 0
+        done.append(set(written_names(out)) - before)
+    assert set().union(*done) == set(pairs) and sum(map(len, done)) == len(pairs)
+    assert all(done), done  # these 12 names fall in all three shards
+
+    shards = [Shard(index, 3) for index in (1, 2, 3)]
+    names = [f'clip/{n:05d}' for n in range(300)]
+    owners = [[shard.holds(name) for shard in shards] for name in names]
+    assert all(sum(owner) == 1 for owner in owners)  # each name in exactly one shard
+    assert min(sum(owner[i] for owner in owners) for i in range(3)) > 70  # about a third each
+    assert [s.select(names) for s in shards] == [s.select(names + ['new/1', 'new/2'])[:len(s.select(names))]
+                                                  for s in shards]
+
+    monkeypatch.setenv('SLURM_ARRAY_TASK_ID', '11')
+    for name, value in (('SLURM_ARRAY_TASK_MIN', '10'), ('SLURM_ARRAY_TASK_MAX', '12'),
+                        ('SLURM_ARRAY_TASK_COUNT', '3')):
+        monkeypatch.setenv(name, value)
+    assert parse_shard('auto') == Shard(2, 3)
+    assert run(*common, '--shard', 'auto', '--skip-existing') == 0  # everything of shard 2 is done already
+    assert 'already done' in capsys.readouterr().out
+    for bad, message in (('0/3', 'between 1 and 3'), ('4/3', 'between 1 and 3'), ('two', 'expected I/N')):
+        assert run(*common, '--shard', bad) == 1
+        assert message in capsys.readouterr().err
+    monkeypatch.setenv('SLURM_ARRAY_TASK_MAX', '20')  # --array=10,15,20: not consecutive
+    assert run(*common, '--shard', 'auto') == 1
+    assert 'not consecutive' in capsys.readouterr().err
+
+
+def written_names(out):
+    folder = out / 'pha'
+    return [os.path.splitext(os.path.relpath(os.path.join(root, f), folder))[0]
+            for root, _, files in os.walk(folder) for f in files] if folder.exists() else []
