@@ -3,7 +3,7 @@
     from dataset import (ForegroundDataset, BackgroundDataset, CompositionDataset, train_transforms,
                          valid_transforms, BatchAugment, SampleDataset)
 
-Where data lives is data_path.py's business; `python -m dataset.synthetic` writes a small data set.
+Where data lives is `dataset.paths`' business (`python data_path.py` checks it); `python -m dataset.synthetic` writes a small data set.
 Names are imported on first use, so the synthetic data generator starts without torch.
 """
 import importlib

@@ -43,7 +43,7 @@ class _SkippingDataset(Dataset):
 class ForegroundDataset(_SkippingDataset):
     """Foregrounds with their alpha mattes, as PIL images.
 
-    files: ForegroundFile entries, e.g. `data_path.resolve_dataset(name, split, args).files`.
+    files: ForegroundFile entries, e.g. `dataset.paths.resolve_dataset(name, split, args).files`.
     transforms: optional, called as `transforms(pha, fgr)`.
 
     Item i: (pha, fgr), pha a PIL 'L' image (alpha, 0 ~ 255), fgr a PIL 'RGB' image of the same size.
@@ -84,7 +84,7 @@ class ForegroundDataset(_SkippingDataset):
 class BackgroundDataset(_SkippingDataset):
     """Background images as PIL 'RGB' images (or whatever `transforms(img)` returns).
 
-    files: image paths, e.g. `data_path.resolve_backgrounds(name, split, args).files`.
+    files: image paths, e.g. `dataset.paths.resolve_backgrounds(name, split, args).files`.
     """
 
     def __init__(self, files: Sequence[Path], transforms=None,

@@ -1,6 +1,7 @@
 """The command line both trainers share. Each trainer sets the defaults of its stage (the paper's)."""
 import argparse
 
+from dataset.paths import add_data_arguments
 from model.model import BACKBONES
 
 PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
@@ -12,8 +13,6 @@ def training_parser(description: str, defaults: dict) -> argparse.ArgumentParser
     `defaults` holds the stage's values of: batch_size, epoch_end, crop_min, crop_max, sample_size,
     log_train_images_interval, log_valid_interval, checkpoint_interval and the learning rates.
     """
-    import data_path
-
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     data = parser.add_argument_group('data')
@@ -28,7 +27,7 @@ def training_parser(description: str, defaults: dict) -> argparse.ArgumentParser
                            'one geometry (data sets made that way, e.g. synthetic, whose clothes sometimes '
                            'take the colours of their scene); 0: random pairing only, as the original')
     data.add_argument('--valid-samples', type=int, default=50, help='size of the fixed validation sample')
-    data_path.add_data_arguments(parser)
+    add_data_arguments(parser)
 
     model = parser.add_argument_group('model')
     model.add_argument('--model-backbone', required=True, choices=BACKBONES)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 from torch import nn
 
-import data_path
+from dataset import paths as data_path
 from dataset import (BackgroundDataset, CompositionDataset, ForegroundDataset, SampleDataset, train_transforms,
                      valid_transforms)
 from model.checkpoint import load_checkpoint, load_deeplabv3_state_dict, load_imagenet_backbone, load_weights_file
