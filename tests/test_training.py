@@ -1,4 +1,5 @@
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -238,3 +239,95 @@ def test_channels_last_trains_the_same_model(data, tmp_path):
         outputs = channels_last(*(t.contiguous(memory_format=torch.channels_last) for t in (src, bgr)))
     for a, b in zip(expected, outputs):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+# ---------------------------------------------------------------- checkpoints and stops
+
+@pytest.fixture(scope='module')
+def trained(data, tmp_path_factory):
+    """A run stopped by --max-steps 2, a checkpoint step: checkpoint/run/ holds last.pth and
+    epoch-0-iter-2.pth. Tests work on copies (copy_run)."""
+    work = str(tmp_path_factory.mktemp('trained'))
+    train_base.main(base_args(data, work, 'run', '--max-steps', '2', '--checkpoint-interval', '2'))
+    return work
+
+
+def copy_run(trained, tmp_path) -> str:
+    work = str(tmp_path / 'work')
+    shutil.copytree(os.path.join(trained, 'checkpoint'), os.path.join(work, 'checkpoint'))
+    return work
+
+
+def run_folder(workdir, name='run'):
+    return os.path.join(workdir, 'checkpoint', name)
+
+
+def assert_weights_of_state(path, state):
+    weights = torch.load(path, weights_only=True)
+    assert weights.keys() == state['model'].keys()
+    assert all(torch.equal(weights[k], state['model'][k]) for k in weights), path
+
+
+@pytest.mark.parametrize('signal_name, step, due', [('SIGTERM', 1, 'epoch-0-iter-1.pth'),
+                                                    ('SIGUSR1', 2, 'epoch-0.pth')],
+                         ids=['checkpoint-step', 'last-step-of-the-last-epoch'])
+def test_a_stop_on_a_scheduled_step_still_writes_its_weights(data, tmp_path, signal_name, step, due):
+    """One epoch of 2 steps, a checkpoint every step: the signal arrives during step 1 (a checkpoint
+    step) or step 2 (the last of the last epoch). The stop writes that step's weights; the resumed run
+    writes the rest, or finds nothing left to train."""
+    work = str(tmp_path)
+    argv = base_args(data, work, 'run', '--batch-size', '4', '--checkpoint-interval', '1', '--epoch-end', '1')
+    command = [sys.executable, os.path.join(ROOT, 'tests', 'helpers', 'signal_at_step.py'), str(step), signal_name,
+               *argv]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=work)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f'Stopped by {signal_name} at step {step};' in result.stdout
+    state = load_state(work)
+    assert state['step'] == step
+    assert_weights_of_state(os.path.join(run_folder(work), due), state)
+
+    train_base.main(argv + ['--resume', 'auto'])
+    assert load_state(work)['step'] == 2
+    assert sorted(os.listdir(run_folder(work))) == ['epoch-0-iter-1.pth', 'epoch-0-iter-2.pth', 'epoch-0.pth',
+                                                    'last.pth']
+    assert_weights_of_state(os.path.join(run_folder(work), 'epoch-0.pth'), load_state(work))
+
+
+def test_resume_writes_the_weights_its_step_was_due_to_leave(data, trained, tmp_path):
+    """A run killed between writing a step's training state and its weights file (as when the state was
+    written first): the restored weights are that step's, so the resumed run writes the file."""
+    work = copy_run(trained, tmp_path)
+    weights = os.path.join(run_folder(work), 'epoch-0-iter-2.pth')
+    os.remove(weights)
+    train_base.main(base_args(data, work, 'run', '--max-steps', '2', '--checkpoint-interval', '2',
+                              '--resume', 'auto'))
+    assert_weights_of_state(weights, load_state(work))
+
+
+def test_resuming_a_finished_run_trains_nothing(data, trained, tmp_path, capsys):
+    work = copy_run(trained, tmp_path)
+    files, before = sorted(os.listdir(run_folder(work))), load_state(work)
+    train_base.main(base_args(data, work, 'run', '--max-steps', '2', '--checkpoint-interval', '2',
+                              '--resume', 'auto'))
+    out = capsys.readouterr().out
+    assert 'The run is complete: it reached --max-steps 2' in out and 'Training base' not in out
+    assert sorted(os.listdir(run_folder(work))) == files
+    after = load_state(work)
+    assert after['step'] == 2 and all(torch.equal(after['model'][k], before['model'][k]) for k in before['model'])
+
+
+def test_a_new_run_removes_the_temporaries_of_interrupted_writes(data, trained, tmp_path):
+    work = copy_run(trained, tmp_path)
+    folder = run_folder(work)
+    files = sorted(os.listdir(folder))
+    stale = ['last.pth.tmp.4242', 'epoch-0-iter-2.pth.tmp.77', 'epoch-3.pth.tmp']
+    others = ['notes.pth.tmp.1', 'last.pth.tmp.old', 'last.pth.bak']  # not names this trainer writes
+    elsewhere = os.path.join(work, 'checkpoint', 'other-run', 'last.pth.tmp.4242')
+    os.makedirs(os.path.dirname(elsewhere))
+    for path in [os.path.join(folder, name) for name in stale + others] + [elsewhere]:
+        with open(path, 'wb') as f:
+            f.write(b'partial')
+    train_base.main(base_args(data, work, 'run', '--max-steps', '2', '--checkpoint-interval', '2',
+                              '--resume', 'auto'))
+    assert sorted(os.listdir(folder)) == sorted(files + others)
+    assert os.path.exists(elsewhere)

@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from . import distributed
 from .state import (TRAINING_STATE, find_resume_path, gather_rng_states, load_training_state,
-                    save_training_state, set_rng_state, unwrap)
-from model.checkpoint import save_weights
+                    remove_stale_temporaries, save_training_state, save_weights, scheduled_weights, set_rng_state,
+                    unwrap)
 
 AUTOCAST = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -145,6 +145,9 @@ class Trainer:
         self.device = context.device
         self.precision = resolve_precision(args.precision, self.device)
         self.checkpoint_dir = os.path.join(args.checkpoint_dir, args.model_name)
+        if context.is_main:
+            for name in remove_stale_temporaries(self.checkpoint_dir):
+                self.log(f'Removed {os.path.join(self.checkpoint_dir, name)}, left by an interrupted write')
         torch.manual_seed(args.seed + context.rank)
         if args.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -195,38 +198,64 @@ class Trainer:
         self.optimizer.load_state_dict(state['optimizer'])
         self.scaler.load_state_dict(state['scaler'])
         self.epoch, self.step = state['epoch'], state['step']
-        self.step_in_epoch, self.nonfinite_steps = state['step_in_epoch'], state['nonfinite_steps']
-        if self.step_in_epoch >= self.steps_per_epoch:
+        self.step_in_epoch, self.nonfinite_steps = state['step_in_epoch'], state.get('nonfinite_steps', 0)
+        epoch_finished = self.step_in_epoch >= self.steps_per_epoch
+        if self.context.is_main:
+            # The weights of the restored step are exactly these: write the files its step was due to
+            # leave, should the run have been killed before they were (under the schedule it ran with
+            # or the one given now).
+            saved_args = state.get('args') or {}
+            due = {name for interval, max_steps in (
+                       (saved_args.get('checkpoint_interval'), saved_args.get('max_steps')),
+                       (self.args.checkpoint_interval, self.args.max_steps)) if interval
+                   for name in scheduled_weights(self.epoch, self.step, epoch_finished, interval, max_steps)}
+            for name in sorted(due):
+                weights = os.path.join(self.checkpoint_dir, name)
+                if not os.path.exists(weights):
+                    save_weights(unwrap(self.model), weights)
+                    self.log(f'Wrote {weights}, missing, from the restored step {self.step}')
+        if epoch_finished:
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
         rng = state.get('rng') or []
         if len(rng) == self.context.world_size:
             set_rng_state(rng[self.context.rank])
         self.log(f'Resumed from {path} at epoch {self.epoch}, step {self.step}')
 
-    def save(self, weights_name: Optional[str] = None) -> None:
-        """All ranks call this (the RNG states are gathered); rank 0 writes."""
+    def save(self, weights: Sequence[str] = ()) -> None:
+        """Writes the weight files named, then the training state (so that a state never exists without
+        the weights its step was due to leave). All ranks call this (the RNG states are gathered); rank 0
+        writes."""
         rng = gather_rng_states(self.context.world_size)
         if self.context.is_main:
+            for name in weights:
+                save_weights(self.model, os.path.join(self.checkpoint_dir, name))
             save_training_state(os.path.join(self.checkpoint_dir, TRAINING_STATE), self.model, self.optimizer,
                                 self.scaler, self.epoch, self.step, self.step_in_epoch, self.nonfinite_steps,
                                 self.args, rng)
-            if weights_name:
-                save_weights(unwrap(self.model), os.path.join(self.checkpoint_dir, weights_name))
         if self.context.distributed:
             dist.barrier()
+
+    def completed(self) -> Optional[str]:
+        """Why the run has nothing left to train, or None."""
+        if self.args.max_steps is not None and self.step >= self.args.max_steps:
+            return f'it reached --max-steps {self.args.max_steps} (at step {self.step})'
+        if self.epoch >= self.args.epoch_end:
+            return f'it finished its last epoch, {self.args.epoch_end - 1} (--epoch-end {self.args.epoch_end})'
+        return None
 
     # ------------------------------------------------------------------ loop
 
     def fit(self) -> None:
-        args = self.args
-        self.log(f'Training {self.stage.name} on {self.context.world_size} process(es), {self.device}, '
-                 f'precision {self.precision}, {self.steps_per_epoch} steps per epoch')
+        done = self.completed()
+        if done:
+            self.log(f'The run is complete: {done}; nothing to train')
+        else:
+            self.log(f'Training {self.stage.name} on {self.context.world_size} process(es), {self.device}, '
+                     f'precision {self.precision}, {self.steps_per_epoch} steps per epoch')
         with self.stop:
-            while self.epoch < args.epoch_end:
-                finished = self.train_epoch()
-                if not finished:
+            while self.completed() is None:
+                if not self.train_epoch():
                     break
-                self.save(f'epoch-{self.epoch}.pth')
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
         if self.writer:
             self.writer.close()
@@ -289,20 +318,23 @@ class Trainer:
                 if self.step % args.log_valid_interval == 0:
                     self.validate()
 
-            if flags[1]:
-                self.save()
+            # The files due at this step are written whatever happens next, a stop included.
+            weights = scheduled_weights(self.epoch, self.step, self.step_in_epoch == self.steps_per_epoch,
+                                        args.checkpoint_interval, args.max_steps)
+            stop = bool(flags[1])
+            reached_max_steps = args.max_steps is not None and self.step >= args.max_steps
+            if weights or stop or reached_max_steps:
+                self.save(weights)
+            if stop:
                 name = signal.Signals(self.stop.signal).name if self.stop.signal else 'a signal on another rank'
                 self.log(f'Stopped by {name} at step {self.step}; checkpoint saved; resume with --resume auto')
                 requeue_slurm_job(self.context)
                 progress.close()
                 return False
-            if args.max_steps is not None and self.step >= args.max_steps:
-                self.save(f'epoch-{self.epoch}-iter-{self.step}.pth')
+            if reached_max_steps:
                 self.log(f'Reached --max-steps {args.max_steps}')
                 progress.close()
                 return False
-            if self.step % args.checkpoint_interval == 0:
-                self.save(f'epoch-{self.epoch}-iter-{self.step}.pth')
         progress.close()
         return True
 

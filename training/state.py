@@ -7,9 +7,13 @@ A checkpoint is a dict of tensors and plain Python values only, so that it loads
     nonfinite_steps: steps skipped so far because the loss was not finite
     args: the command line options as a dict
     rng: one entry per rank with the Python, NumPy, torch and CUDA generator states
+
+Beside it, plain weights (a state_dict, as the inference scripts load) are written on a schedule:
+`epoch-E-iter-S.pth` after step S, `epoch-E.pth` after the last step of epoch E.
 """
 import os
 import random
+import re
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -17,6 +21,9 @@ import torch
 import torch.distributed as dist
 
 TRAINING_STATE = 'last.pth'
+# What a write leaves behind when it is killed: `<name>.tmp.<pid>` (and `<name>.tmp`, the name weight
+# files were once written under), for the names a trainer writes only.
+TEMPORARY = re.compile(r'(last|epoch-\d+|epoch-\d+-iter-\d+)\.pth\.tmp(\.\d+)?')
 
 
 def rng_state() -> Dict[str, Any]:
@@ -62,8 +69,26 @@ def atomic_save(obj, path: str) -> None:
             os.remove(tmp)
 
 
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Removes what killed writes left in a run's checkpoint folder (names matching TEMPORARY only).
+
+    Returns the names removed.
+    """
+    if not os.path.isdir(folder):
+        return []
+    stale = sorted(name for name in os.listdir(folder) if TEMPORARY.fullmatch(name))
+    for name in stale:
+        os.remove(os.path.join(folder, name))
+    return stale
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, 'module', model)
+
+
+def save_weights(model: torch.nn.Module, path: str) -> None:
+    """The model's state_dict alone (what inference and --model-last-checkpoint load), atomically."""
+    atomic_save(unwrap(model).state_dict(), path)
 
 
 def save_training_state(path: str, model, optimizer, scaler, epoch: int, step: int, step_in_epoch: int,
@@ -79,6 +104,19 @@ def save_training_state(path: str, model, optimizer, scaler, epoch: int, step: i
         'args': {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in vars(args).items()},
         'rng': rng,
     }, path)
+
+
+def scheduled_weights(epoch: int, step: int, epoch_finished: bool, checkpoint_interval: int,
+                      max_steps: Optional[int]) -> List[str]:
+    """The weight files due once optimizer step `step` (counted from 1) of epoch `epoch` is done:
+    `epoch-E-iter-S.pth` every `checkpoint_interval` steps and at `max_steps`, and `epoch-E.pth`
+    when the step was the last of its epoch."""
+    names = []
+    if step > 0 and (step % checkpoint_interval == 0 or step == max_steps):
+        names.append(f'epoch-{epoch}-iter-{step}.pth')
+    if epoch_finished:
+        names.append(f'epoch-{epoch}.pth')
+    return names
 
 
 def find_resume_path(resume: Optional[str], checkpoint_dir: str) -> Optional[str]:
