@@ -33,21 +33,37 @@ def losses(model, src, bgr, true_pha, true_fgr):
     return base_loss(pha, fgr, err, true_pha, true_fgr), {'pha': pha, 'fgr': fgr, 'err': err}
 
 
+def optimizer_groups(model, args):
+    return param_groups(model, args, DEFAULTS['lr'])
+
+
+def datasets(args):
+    return composition_datasets(args, 'base')
+
+
+def batch_augment(args, generator):
+    return BatchAugment.base((args.crop_min, args.crop_max), generator=generator)
+
+
 STAGE = Stage(
     name='base',
     build_model=build_model,
-    param_groups=lambda model, args: param_groups(model, args, DEFAULTS['lr']),
-    datasets=lambda args: composition_datasets(args, 'base'),
-    batch_augment=lambda args, generator: BatchAugment.base((args.crop_min, args.crop_max), generator=generator),
+    param_groups=optimizer_groups,
+    datasets=datasets,
+    batch_augment=batch_augment,
     losses=losses,
 )
 
 
+def get_args_parser():
+    return training_parser(__doc__, DEFAULTS)
+
+
 def main(argv=None):
-    parser = training_parser(__doc__, DEFAULTS)
+    parser = get_args_parser()
     args = parser.parse_args(argv)
     check_arguments(parser, args)
-    run(STAGE, args)
+    run(STAGE, args, parser.prog)
 
 
 if __name__ == '__main__':
