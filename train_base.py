@@ -19,7 +19,7 @@ from training.losses import base_loss
 from training.options import check_arguments, training_parser
 from training.recipe import composition_datasets, initialise_model, param_groups
 
-DEFAULTS = dict(batch_size=8, epoch_end=10, sample_size=512, crop_min=256, crop_max=512,
+DEFAULTS = dict(batch_size=8, epoch_end=8, sample_size=512, crop_min=256, crop_max=512,
                 log_train_images_interval=2000, log_valid_interval=5000, checkpoint_interval=5000,
                 lr=dict(backbone=1e-4, aspp=5e-4, decoder=5e-4))
 
