@@ -19,7 +19,7 @@ from training.losses import base_loss
 from training.options import check_arguments, training_parser
 from training.recipe import composition_datasets, initialise_model, param_groups
 
-DEFAULTS = dict(batch_size=8, epoch_end=10, sample_size=512, crop_min=256, crop_max=512,
+DEFAULTS = dict(batch_size=8, epoch_end=8, sample_size=512, crop_min=256, crop_max=512,
                 log_train_images_interval=2000, log_valid_interval=5000, checkpoint_interval=5000,
                 lr=dict(backbone=1e-4, aspp=5e-4, decoder=5e-4))
 
@@ -33,21 +33,37 @@ def losses(model, src, bgr, true_pha, true_fgr):
     return base_loss(pha, fgr, err, true_pha, true_fgr), {'pha': pha, 'fgr': fgr, 'err': err}
 
 
+def optimizer_groups(model, args):
+    return param_groups(model, args, DEFAULTS['lr'])
+
+
+def datasets(args):
+    return composition_datasets(args, 'base')
+
+
+def batch_augment(args, generator):
+    return BatchAugment.base((args.crop_min, args.crop_max), generator=generator)
+
+
 STAGE = Stage(
     name='base',
     build_model=build_model,
-    param_groups=lambda model, args: param_groups(model, args, DEFAULTS['lr']),
-    datasets=lambda args: composition_datasets(args, 'base'),
-    batch_augment=lambda args, generator: BatchAugment.base((args.crop_min, args.crop_max), generator=generator),
+    param_groups=optimizer_groups,
+    datasets=datasets,
+    batch_augment=batch_augment,
     losses=losses,
 )
 
 
+def get_args_parser():
+    return training_parser(__doc__, DEFAULTS)
+
+
 def main(argv=None):
-    parser = training_parser(__doc__, DEFAULTS)
+    parser = get_args_parser()
     args = parser.parse_args(argv)
     check_arguments(parser, args)
-    run(STAGE, args)
+    run(STAGE, args, parser.prog)
 
 
 if __name__ == '__main__':

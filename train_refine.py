@@ -46,18 +46,30 @@ def losses(model, src, bgr, true_pha, true_fgr):
     return terms, {'pha': pha, 'fgr': fgr, 'err': err_sm, 'ref': ref_sm}
 
 
+def optimizer_groups(model, args):
+    return param_groups(model, args, DEFAULTS['lr'])
+
+
+def datasets(args):
+    return composition_datasets(args, 'refine')
+
+
+def batch_augment(args, generator):
+    return BatchAugment.refine((args.crop_min, args.crop_max), generator=generator)
+
+
 STAGE = Stage(
     name='refine',
     build_model=build_model,
-    param_groups=lambda model, args: param_groups(model, args, DEFAULTS['lr']),
-    datasets=lambda args: composition_datasets(args, 'refine'),
-    batch_augment=lambda args, generator: BatchAugment.refine((args.crop_min, args.crop_max), generator=generator),
+    param_groups=optimizer_groups,
+    datasets=datasets,
+    batch_augment=batch_augment,
     losses=losses,
     sync_batchnorm=True,
 )
 
 
-def main(argv=None):
+def get_args_parser():
     parser = training_parser(__doc__, DEFAULTS)
     refine = parser.add_argument_group('refiner')
     refine.add_argument('--model-backbone-scale', type=float, default=0.25)
@@ -65,9 +77,14 @@ def main(argv=None):
     refine.add_argument('--model-refine-sample-pixels', type=int, default=80_000)
     refine.add_argument('--model-refine-threshold', '--model-refine-thresholding', type=float, default=0.7)
     refine.add_argument('--model-refine-kernel-size', type=int, choices=[1, 3], default=3)
+    return parser
+
+
+def main(argv=None):
+    parser = get_args_parser()
     args = parser.parse_args(argv)
     check_arguments(parser, args)
-    run(STAGE, args)
+    run(STAGE, args, parser.prog)
 
 
 if __name__ == '__main__':

@@ -45,7 +45,7 @@ def valid_transforms(size):
         ToTensor(),
     ])
     background_transform = Compose([
-        RandomAffineAndResize(size, degrees=(-5, 15), translate=(0.1, 0.1), scale=(1, 1.2), shear=(-5, 5)),
+        RandomAffineAndResize(size, degrees=(-5, 5), translate=(0.1, 0.1), scale=(1, 1.2), shear=(-5, 5)),
         ToTensor(),
     ])
     return pair_transform, background_transform

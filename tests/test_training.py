@@ -1,4 +1,7 @@
 import os
+import random
+import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -10,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import train_base
 import train_refine
+from common.errors import UserError
 from dataset.synthetic import generate
 from training import distributed
 from training.engine import Stage, Trainer, lr_factor
@@ -69,7 +73,7 @@ def test_base_then_refine_write_checkpoints_and_tensorboard_events(data, tmp_pat
 
 def test_loss_falls_when_overfitting_a_tiny_set(data):
     torch.manual_seed(0)
-    args = train_base.main.__globals__['training_parser']('t', train_base.DEFAULTS).parse_args(
+    args = train_base.get_args_parser().parse_args(
         base_args(data, '/unused'))
     train_set, _ = train_base.STAGE.datasets(args)
     pha, fgr, bgr = (torch.stack(t) for t in zip(train_set[0], train_set[1]))
@@ -164,23 +168,23 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(data, tmp_path):
         return terms, outputs
 
     stage = Stage(**{**train_base.STAGE.__dict__, 'losses': nan_losses})
-    parser = train_base.main.__globals__['training_parser']('t', train_base.DEFAULTS)
+    parser = train_base.get_args_parser()
     args = parser.parse_args(base_args(data, str(tmp_path), 'nan', '--max-nonfinite-steps', '3'))
     trainer = Trainer(stage, args, distributed.DistributedContext())
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
-    with pytest.raises(SystemExit, match='3 consecutive steps had a non-finite loss'):
+    with pytest.raises(UserError, match='3 consecutive steps had a non-finite loss'):
         trainer.fit()
     assert trainer.nonfinite_steps == 3 and trainer.step == 2  # the third stopped the run mid-step
     assert all(torch.equal(before[name], p) for name, p in trainer.model.named_parameters())
 
 
 def test_batch_size_must_divide_by_the_world_size(data, tmp_path):
-    parser = train_base.main.__globals__['training_parser']('t', train_base.DEFAULTS)
+    parser = train_base.get_args_parser()
     args = parser.parse_args(base_args(data, str(tmp_path), 'odd', '--batch-size', '5'))
-    with pytest.raises(SystemExit, match='--batch-size 5 does not divide by the 2 processes'):
+    with pytest.raises(UserError, match='--batch-size 5 does not divide by the 2 processes'):
         Trainer(train_base.STAGE, args, distributed.DistributedContext(rank=0, world_size=2))
     args = parser.parse_args(base_args(data, str(tmp_path), 'one', '--batch-size', '2'))
-    with pytest.raises(SystemExit, match='BatchNorm batches of 1 image'):
+    with pytest.raises(UserError, match='BatchNorm batches of 1 image'):
         Trainer(train_base.STAGE, args, distributed.DistributedContext(rank=0, world_size=2))
 
 
@@ -238,3 +242,189 @@ def test_channels_last_trains_the_same_model(data, tmp_path):
         outputs = channels_last(*(t.contiguous(memory_format=torch.channels_last) for t in (src, bgr)))
     for a, b in zip(expected, outputs):
         assert torch.allclose(a, b, atol=1e-6)
+
+
+# ---------------------------------------------------------------- checkpoints, stops and user errors
+
+@pytest.fixture(scope='module')
+def trained(data, tmp_path_factory):
+    """A run stopped by --max-steps 2, a checkpoint step: checkpoint/run/ holds last.pth and
+    epoch-0-iter-2.pth. Tests work on copies (copy_run)."""
+    work = str(tmp_path_factory.mktemp('trained'))
+    train_base.main(base_args(data, work, 'run', '--max-steps', '2', '--checkpoint-interval', '2'))
+    return work
+
+
+def copy_run(trained, tmp_path) -> str:
+    work = str(tmp_path / 'work')
+    shutil.copytree(os.path.join(trained, 'checkpoint'), os.path.join(work, 'checkpoint'))
+    return work
+
+
+def run_folder(workdir, name='run'):
+    return os.path.join(workdir, 'checkpoint', name)
+
+
+def user_error(argv, main=train_base.main) -> str:
+    """The end of a trainer on a user's mistake: SystemExit with one line, `prog: error: message`
+    (which Python prints on stderr, exit status 1), not a traceback."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    message = stop.value.code
+    assert isinstance(message, str) and '\n' not in message and ': error: ' in message, message
+    return message
+
+
+def test_unusable_files_are_one_line_errors(data, trained, tmp_path):
+    state = os.path.join(run_folder(trained), 'last.pth')
+    weights = os.path.join(run_folder(trained), 'epoch-0-iter-2.pth')
+    truncated, garbage = str(tmp_path / 'truncated.pth'), str(tmp_path / 'garbage.pth')
+    with open(state, 'rb') as src, open(truncated, 'wb') as dst:
+        dst.write(src.read(100_000))
+    with open(garbage, 'wb') as dst:
+        dst.write(random.Random(0).randbytes(50_000))
+    missing = str(tmp_path / 'deeplabv3.pth')
+    cases = [
+        (['--resume', truncated], [f'--resume {truncated}: cannot read it as a training checkpoint']),
+        (['--resume', garbage], [f'--resume {garbage}: cannot read it as a training checkpoint']),
+        (['--resume', state, '--model-backbone', 'mobilenetv3'],
+         [f'--resume {state}: it holds a mobilenetv2 model but this run builds --model-backbone mobilenetv3']),
+        (['--model-last-checkpoint', truncated], [truncated]),
+        (['--model-last-checkpoint', weights, '--model-backbone', 'mobilenetv3'], [weights, 'mobilenetv2']),
+        (['--model-pretrain-initialization', missing], [f'--model-pretrain-initialization {missing}: no such file']),
+        (['--model-pretrain-initialization', garbage], [f'--model-pretrain-initialization {garbage}: cannot read']),
+    ]
+    for extra, expected in cases:
+        # --max-steps 1: the loading errors come first, but a run that went on would end soon.
+        message = user_error(base_args(data, str(tmp_path / 'work'), 'run', '--max-steps', '1', *extra))
+        assert all(part in message for part in expected), (extra, message)
+
+
+@pytest.mark.parametrize('option', ['--checkpoint-dir', '--log-dir'])
+def test_an_unwritable_output_folder_is_refused_before_training(data, tmp_path, capsys, option):
+    # A file where a folder is expected: refused as root too (a read-only folder is not, for root).
+    blocker = tmp_path / 'file'
+    blocker.write_text('not a folder')
+    argv = base_args(data, str(tmp_path), 'run', '--max-steps', '1', option, str(blocker / 'out'))
+    message = user_error(argv)
+    assert f"{option} {blocker / 'out'}: cannot write to {blocker / 'out' / 'run'}" in message
+    assert 'Training base' not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('limit_mb, failed', [(1, 'epoch-0-iter-3.pth'), (40, 'last.pth')],
+                         ids=['weights-fail', 'state-fails'])
+def test_a_full_disk_is_one_line_naming_the_file_and_the_last_state_survives(data, trained, tmp_path, limit_mb,
+                                                                             failed):
+    """The weights file (20 MB here) is written before the training state (60 MB): at a 1 MB limit the
+    weights fail, at 40 MB they are written and the state fails. Either way the previous last.pth
+    stays as it was and no temporary is left."""
+    work = copy_run(trained, tmp_path)
+    folder = run_folder(work)
+    before = load_state(work)
+
+    def limit_file_size():
+        # What a full disk does to a write (it fails with an OSError), without root or a small file system.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_mb << 20, limit_mb << 20))
+
+    command = [sys.executable, os.path.join(ROOT, 'train_base.py'),
+               *base_args(data, work, 'run', '--max-steps', '3', '--checkpoint-interval', '3', '--resume', 'auto')]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=work,
+                            preexec_fn=limit_file_size)
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f'train_base.py: error: cannot write checkpoint {os.path.join(folder, failed)}: ')
+    after = load_state(work)
+    assert after['step'] == before['step'] == 2
+    assert all(torch.equal(after['model'][k], before['model'][k]) for k in before['model'])
+    assert not [name for name in os.listdir(folder) if '.tmp' in name]
+    if failed == 'last.pth':
+        weights = torch.load(os.path.join(folder, 'epoch-0-iter-3.pth'), weights_only=True)
+        assert not torch.equal(weights['decoder.conv4.weight'], before['model']['decoder.conv4.weight'])
+    else:
+        assert not os.path.exists(os.path.join(folder, 'epoch-0-iter-3.pth'))
+
+
+def assert_weights_of_state(path, state):
+    weights = torch.load(path, weights_only=True)
+    assert weights.keys() == state['model'].keys()
+    assert all(torch.equal(weights[k], state['model'][k]) for k in weights), path
+
+
+@pytest.mark.parametrize('signal_name, step, due', [('SIGTERM', 1, 'epoch-0-iter-1.pth'),
+                                                    ('SIGUSR1', 2, 'epoch-0.pth')],
+                         ids=['checkpoint-step', 'last-step-of-the-last-epoch'])
+def test_a_stop_on_a_scheduled_step_still_writes_its_weights(data, tmp_path, signal_name, step, due):
+    """One epoch of 2 steps, a checkpoint every step: the signal arrives during step 1 (a checkpoint
+    step) or step 2 (the last of the last epoch). The stop writes that step's weights; the resumed run
+    writes the rest, or finds nothing left to train."""
+    work = str(tmp_path)
+    argv = base_args(data, work, 'run', '--batch-size', '4', '--checkpoint-interval', '1', '--epoch-end', '1')
+    command = [sys.executable, os.path.join(ROOT, 'tests', 'helpers', 'signal_at_step.py'), str(step), signal_name,
+               *argv]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=work)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert f'Stopped by {signal_name} at step {step};' in result.stdout
+    state = load_state(work)
+    assert state['step'] == step
+    assert_weights_of_state(os.path.join(run_folder(work), due), state)
+
+    train_base.main(argv + ['--resume', 'auto'])
+    assert load_state(work)['step'] == 2
+    assert sorted(os.listdir(run_folder(work))) == ['epoch-0-iter-1.pth', 'epoch-0-iter-2.pth', 'epoch-0.pth',
+                                                    'last.pth']
+    assert_weights_of_state(os.path.join(run_folder(work), 'epoch-0.pth'), load_state(work))
+
+
+def test_resume_writes_the_weights_its_step_was_due_to_leave(data, trained, tmp_path):
+    """A run killed between writing a step's training state and its weights file (as when the state was
+    written first): the restored weights are that step's, so the resumed run writes the file."""
+    work = copy_run(trained, tmp_path)
+    weights = os.path.join(run_folder(work), 'epoch-0-iter-2.pth')
+    os.remove(weights)
+    train_base.main(base_args(data, work, 'run', '--max-steps', '2', '--checkpoint-interval', '2',
+                              '--resume', 'auto'))
+    assert_weights_of_state(weights, load_state(work))
+
+
+def test_resuming_a_finished_run_trains_nothing(data, trained, tmp_path, capsys):
+    work = copy_run(trained, tmp_path)
+    files, before = sorted(os.listdir(run_folder(work))), load_state(work)
+    train_base.main(base_args(data, work, 'run', '--max-steps', '2', '--checkpoint-interval', '2',
+                              '--resume', 'auto'))
+    out = capsys.readouterr().out
+    assert 'The run is complete: it reached --max-steps 2' in out and 'Training base' not in out
+    assert sorted(os.listdir(run_folder(work))) == files
+    after = load_state(work)
+    assert after['step'] == 2 and all(torch.equal(after['model'][k], before['model'][k]) for k in before['model'])
+
+
+def test_a_new_run_removes_the_temporaries_of_interrupted_writes(data, trained, tmp_path):
+    work = copy_run(trained, tmp_path)
+    folder = run_folder(work)
+    files = sorted(os.listdir(folder))
+    stale = ['last.pth.tmp.4242', 'epoch-0-iter-2.pth.tmp.77', 'epoch-3.pth.tmp']
+    others = ['notes.pth.tmp.1', 'last.pth.tmp.old', 'last.pth.bak']  # not names this trainer writes
+    elsewhere = os.path.join(work, 'checkpoint', 'other-run', 'last.pth.tmp.4242')
+    os.makedirs(os.path.dirname(elsewhere))
+    for path in [os.path.join(folder, name) for name in stale + others] + [elsewhere]:
+        with open(path, 'wb') as f:
+            f.write(b'partial')
+    train_base.main(base_args(data, work, 'run', '--max-steps', '2', '--checkpoint-interval', '2',
+                              '--resume', 'auto'))
+    assert sorted(os.listdir(folder)) == sorted(files + others)
+    assert os.path.exists(elsewhere)
+
+
+def test_a_plain_start_of_several_processes_reaches_them_and_reports_their_errors(data, tmp_path):
+    """--nproc 2 spawns the processes, as a plain start on a machine with several GPUs does: the stage
+    must pickle, and a user's mistake met in them ends the run with its one-line message."""
+    missing = str(tmp_path / 'deeplabv3.pth')
+    command = [sys.executable, os.path.join(ROOT, 'train_base.py'),
+               *base_args(data, str(tmp_path), 'run', '--batch-size', '4', '--nproc', '2',
+                          '--model-pretrain-initialization', missing)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    assert f'train_base.py: error: --model-pretrain-initialization {missing}: no such file' in result.stderr

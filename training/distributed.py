@@ -11,12 +11,18 @@ NCCL on CUDA, gloo on CPU. Each rank works on its own GPU (`cuda:LOCAL_RANK`).
 import os
 import re
 import socket
+import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
+from common.errors import UserError
+
+
+USER_ERROR_EXIT = 1  # what a spawned process that met a UserError exits with
 
 
 @dataclass
@@ -69,8 +75,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(main: Callable, args, device_type: str, nproc: Optional[int]) -> None:
-    """Runs `main(args, context)` in every process of the job, spawning them for a plain start."""
+def launch(main: Callable, args, device_type: str, nproc: Optional[int], prog: str) -> None:
+    """Runs `main(args, context)` in every process of the job, spawning them for a plain start.
+
+    `main` must pickle (a module-level function, or a functools.partial of one) where processes are
+    spawned. A UserError is raised to the caller, except in spawned processes: only a traceback would
+    cross back to the launcher, so there the process prints it as `prog: error: message` and the
+    launcher exits with status 1.
+    """
     env = launcher_environment()
     if env is not None:
         main(args, setup(env, device_type))
@@ -81,20 +93,29 @@ def launch(main: Callable, args, device_type: str, nproc: Optional[int]) -> None
         main(args, setup(dict(rank=0, world_size=1, local_rank=0), device_type))
         return
     port = free_port()
-    mp.spawn(_spawned, args=(main, args, device_type, nproc, port), nprocs=nproc, join=True)
+    try:
+        mp.spawn(_spawned, args=(main, args, device_type, nproc, port, prog), nprocs=nproc, join=True)
+    except mp.ProcessExitedException as error:
+        if error.exit_code != USER_ERROR_EXIT:
+            raise
+        raise SystemExit(USER_ERROR_EXIT) from None  # the message is printed already
 
 
-def _spawned(local_rank: int, main, args, device_type: str, nproc: int, port: int) -> None:
+def _spawned(local_rank: int, main, args, device_type: str, nproc: int, port: int, prog: str) -> None:
     env = dict(rank=local_rank, world_size=nproc, local_rank=local_rank, master_addr='127.0.0.1', master_port=str(port))
-    main(args, setup(env, device_type))
+    try:
+        main(args, setup(env, device_type))
+    except UserError as error:
+        print(f'{prog}: error: {error}', file=sys.stderr, flush=True)
+        sys.exit(USER_ERROR_EXIT)
 
 
 def setup(env: dict, device_type: str) -> DistributedContext:
     if device_type == 'cuda':
         if not torch.cuda.is_available():
-            raise SystemExit('--device cuda: CUDA is not available on this machine (use --device cpu)')
+            raise UserError('--device cuda: CUDA is not available on this machine (use --device cpu)')
         if env['local_rank'] >= torch.cuda.device_count():
-            raise SystemExit(f"local rank {env['local_rank']} has no GPU: only {torch.cuda.device_count()} visible")
+            raise UserError(f"local rank {env['local_rank']} has no GPU: only {torch.cuda.device_count()} visible")
         device = torch.device('cuda', env['local_rank'])
         torch.cuda.set_device(device)
     else:

@@ -1,18 +1,21 @@
 """The training loop both stages share: data, mixed precision, DDP, checkpoints, preemption, logging.
 
 A trainer describes its stage with a `Stage` (how to build the model and its optimizer, how to augment
-a batch, how to compute the losses) and calls `run(stage, args)`.
+a batch, how to compute the losses) and calls `run(stage, args, prog)`. A user's mistake (a missing or
+damaged file, an unwritable folder, a full disk, options that do not fit) is a `UserError`, which
+`run` reports as one line, `prog: error: message`, with exit status 1.
 """
+import functools
 import math
 import os
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
@@ -22,8 +25,10 @@ from tqdm import tqdm
 
 from . import distributed
 from .state import (TRAINING_STATE, find_resume_path, gather_rng_states, load_training_state,
-                    save_training_state, set_rng_state, unwrap)
-from model.checkpoint import save_weights
+                    remove_stale_temporaries, save_training_state, save_weights, scheduled_weights, set_rng_state,
+                    unwrap)
+from common.errors import UserError
+from model.checkpoint import detect_backbone
 
 AUTOCAST = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
@@ -40,6 +45,8 @@ class Stage:
     losses(model, src, bgr, true_pha, true_fgr) -> (terms, outputs): loss terms by name, 'total' among
         them, and predictions by name ('pha', 'fgr', 'err', optionally 'ref') for logging
     sync_batchnorm: convert BatchNorm to SyncBatchNorm under DDP
+    The callables must be module-level functions: a plain start on several GPUs pickles the stage
+    into the processes it spawns.
     """
     name: str
     build_model: Callable
@@ -107,16 +114,55 @@ def resolve_precision(name: str, device: torch.device) -> str:
     if name == 'auto':
         return 'fp16' if device.type == 'cuda' else 'fp32'
     if name == 'fp16' and device.type != 'cuda':
-        raise SystemExit('--precision fp16 needs CUDA; on CPU use fp32 (default) or bf16')
+        raise UserError('--precision fp16 needs CUDA; on CPU use fp32 (default) or bf16')
     return name
 
 
-def run(stage: Stage, args) -> None:
-    """Entry point of a trainer: launches the processes of the job and trains in each."""
+def check_writable(folder: str, option: str, value: str) -> None:
+    """Creates `folder` and writes a nameless file in it; UserError naming the option if that fails."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(f'{option} {value}: cannot write to {folder} ({error.strerror or error})') from None
+
+
+def mismatch(model: nn.Module, state_dict: Dict[str, torch.Tensor], args) -> str:
+    """Why a training checkpoint's weights do not load into the model of this run, in one line."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    reshaped = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+    found = detect_backbone(state_dict)
+    if found is not None and found != args.model_backbone:
+        return (f'it holds a {found} model but this run builds --model-backbone {args.model_backbone}; '
+                f'pass --model-backbone {found}, or another --model-name for a new run')
+    if missing and all(k.startswith('refiner.') for k in missing) and not unexpected and not reshaped:
+        return ('it holds the training state of a MattingBase (no refiner): start the refine stage from its '
+                'weights with --model-last-checkpoint instead')
+    if unexpected and all(k.startswith('refiner.') for k in unexpected) and not missing and not reshaped:
+        return 'it holds the training state of a MattingRefine, not of this MattingBase'
+    parts = [f'{len(keys)} {what} (e.g. {keys[0]})' for keys, what in
+             ((missing, 'missing'), (unexpected, 'unexpected'), (reshaped, 'of other shapes')) if keys]
+    if not parts:
+        return "its optimizer or scaler state does not fit this run's: it is the checkpoint of another kind of run"
+    return (f'its weights do not fit this {type(model).__name__} ({", ".join(parts)}): it is the checkpoint of '
+            'another kind of run')
+
+
+def run(stage: Stage, args, prog: str) -> None:
+    """Entry point of a trainer: launches the processes of the job and trains in each.
+
+    A UserError ends the program with `prog: error: message` on stderr and exit status 1.
+    """
     device_type = 'cuda' if args.device == 'auto' and torch.cuda.is_available() else args.device
     if device_type == 'auto':
         device_type = 'cpu'
-    distributed.launch(lambda a, context: train(stage, a, context), args, device_type, args.nproc)
+    try:
+        distributed.launch(functools.partial(train, stage), args, device_type, args.nproc, prog)
+    except UserError as error:
+        raise SystemExit(f'{prog}: error: {error}') from None
 
 
 def train(stage: Stage, args, context: distributed.DistributedContext) -> None:
@@ -134,17 +180,24 @@ class Trainer:
 
     def __init__(self, stage: Stage, args, context: distributed.DistributedContext):
         if args.batch_size % context.world_size != 0:
-            raise SystemExit(f'--batch-size {args.batch_size} does not divide by the {context.world_size} processes '
-                             'of the job: the batch is split evenly over them')
+            raise UserError(f'--batch-size {args.batch_size} does not divide by the {context.world_size} processes '
+                            'of the job: the batch is split evenly over them')
         per_rank = args.batch_size // context.world_size
         bn_batch = args.batch_size if self.sync_batchnorm(stage, context) else per_rank
         if bn_batch < 2:
-            raise SystemExit(f'--batch-size {args.batch_size} gives BatchNorm batches of {bn_batch} image: the ASPP '
-                             'pooling branch needs at least 2 (its statistics are over one value per image)')
+            raise UserError(f'--batch-size {args.batch_size} gives BatchNorm batches of {bn_batch} image: the ASPP '
+                            'pooling branch needs at least 2 (its statistics are over one value per image)')
         self.stage, self.args, self.context = stage, args, context
         self.device = context.device
         self.precision = resolve_precision(args.precision, self.device)
         self.checkpoint_dir = os.path.join(args.checkpoint_dir, args.model_name)
+        self.log_dir = os.path.join(args.log_dir, args.model_name)
+        if context.is_main:
+            # Before any work: a folder that cannot be written would otherwise fail at the first save.
+            check_writable(self.checkpoint_dir, '--checkpoint-dir', args.checkpoint_dir)
+            check_writable(self.log_dir, '--log-dir', args.log_dir)
+            for name in remove_stale_temporaries(self.checkpoint_dir):
+                self.log(f'Removed {os.path.join(self.checkpoint_dir, name)}, left by an interrupted write')
         torch.manual_seed(args.seed + context.rank)
         if args.deterministic:
             torch.use_deterministic_algorithms(True)
@@ -164,8 +217,8 @@ class Trainer:
                                  generator=torch.Generator().manual_seed(args.seed))
         self.steps_per_epoch = len(train_set) // args.batch_size
         if self.steps_per_epoch == 0:
-            raise SystemExit(f'the training set has {len(train_set)} samples, fewer than one batch of '
-                             f'{args.batch_size}: lower --batch-size')
+            raise UserError(f'the training set has {len(train_set)} samples, fewer than one batch of '
+                            f'{args.batch_size}: lower --batch-size')
 
         self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
         model = stage.build_model(args).to(self.device, memory_format=self.memory_format)
@@ -184,49 +237,87 @@ class Trainer:
             self.restore(resume)
         if context.distributed:
             self.model = DistributedDataParallel(model, device_ids=[self.device] if self.device.type == 'cuda' else None)
-        self.writer = SummaryWriter(os.path.join(args.log_dir, args.model_name)) if context.is_main else None
+        self.writer = SummaryWriter(self.log_dir) if context.is_main else None
         self.stop = StopRequest()
 
     # ------------------------------------------------------------------ checkpoints
 
     def restore(self, path: str) -> None:
         state = load_training_state(path, self.device)
-        unwrap(self.model).load_state_dict(state['model'])
-        self.optimizer.load_state_dict(state['optimizer'])
-        self.scaler.load_state_dict(state['scaler'])
+        model = unwrap(self.model)
+        try:
+            model.load_state_dict(state['model'])
+            self.optimizer.load_state_dict(state['optimizer'])
+            self.scaler.load_state_dict(state['scaler'])
+        except (RuntimeError, ValueError, KeyError) as error:
+            raise UserError(f'--resume {path}: {mismatch(model, state["model"], self.args)}') from error
         self.epoch, self.step = state['epoch'], state['step']
-        self.step_in_epoch, self.nonfinite_steps = state['step_in_epoch'], state['nonfinite_steps']
-        if self.step_in_epoch >= self.steps_per_epoch:
+        self.step_in_epoch, self.nonfinite_steps = state['step_in_epoch'], state.get('nonfinite_steps', 0)
+        epoch_finished = self.step_in_epoch >= self.steps_per_epoch
+        if self.context.is_main:
+            # The weights of the restored step are exactly these: write the files its step was due to
+            # leave, should the run have been killed before they were (under the schedule it ran with
+            # or the one given now).
+            saved_args = state.get('args') or {}
+            due = {name for interval, max_steps in (
+                       (saved_args.get('checkpoint_interval'), saved_args.get('max_steps')),
+                       (self.args.checkpoint_interval, self.args.max_steps)) if interval
+                   for name in scheduled_weights(self.epoch, self.step, epoch_finished, interval, max_steps)}
+            for name in sorted(due):
+                weights = os.path.join(self.checkpoint_dir, name)
+                if not os.path.exists(weights):
+                    save_weights(model, weights)
+                    self.log(f'Wrote {weights}, missing, from the restored step {self.step}')
+        if epoch_finished:
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
         rng = state.get('rng') or []
         if len(rng) == self.context.world_size:
             set_rng_state(rng[self.context.rank])
         self.log(f'Resumed from {path} at epoch {self.epoch}, step {self.step}')
 
-    def save(self, weights_name: Optional[str] = None) -> None:
-        """All ranks call this (the RNG states are gathered); rank 0 writes."""
+    def save(self, weights: Sequence[str] = ()) -> None:
+        """Writes the weight files named, then the training state (so that a state never exists without
+        the weights its step was due to leave). All ranks call this (the RNG states are gathered); rank 0
+        writes, and every rank raises if it could not."""
         rng = gather_rng_states(self.context.world_size)
+        error = None
         if self.context.is_main:
-            save_training_state(os.path.join(self.checkpoint_dir, TRAINING_STATE), self.model, self.optimizer,
-                                self.scaler, self.epoch, self.step, self.step_in_epoch, self.nonfinite_steps,
-                                self.args, rng)
-            if weights_name:
-                save_weights(unwrap(self.model), os.path.join(self.checkpoint_dir, weights_name))
-        if self.context.distributed:
-            dist.barrier()
+            try:
+                for name in weights:
+                    save_weights(self.model, os.path.join(self.checkpoint_dir, name))
+                save_training_state(os.path.join(self.checkpoint_dir, TRAINING_STATE), self.model, self.optimizer,
+                                    self.scaler, self.epoch, self.step, self.step_in_epoch, self.nonfinite_steps,
+                                    self.args, rng)
+            except UserError as caught:
+                error = caught
+        # Also the barrier after the write: the other ranks learn whether rank 0 succeeded.
+        failed = distributed.any_rank(torch.tensor([float(error is not None)]), self.context)
+        if error is not None:
+            raise error
+        if failed[0]:
+            raise UserError('rank 0 could not write a checkpoint (its message says why)')
+
+    def completed(self) -> Optional[str]:
+        """Why the run has nothing left to train, or None."""
+        if self.args.max_steps is not None and self.step >= self.args.max_steps:
+            return f'it reached --max-steps {self.args.max_steps} (at step {self.step})'
+        if self.epoch >= self.args.epoch_end:
+            return f'it finished its last epoch, {self.args.epoch_end - 1} (--epoch-end {self.args.epoch_end})'
+        return None
 
     # ------------------------------------------------------------------ loop
 
     def fit(self) -> None:
-        args = self.args
-        self.log(f'Training {self.stage.name} on {self.context.world_size} process(es), {self.device}, '
-                 f'precision {self.precision}, {self.steps_per_epoch} steps per epoch')
+        done = self.completed()
+        if done:
+            self.log(f'The run is complete: {done}; nothing to train')
+        else:
+            self.log(f'Training {self.stage.name} on {self.context.world_size} process(es), {self.device}, '
+                     f'precision {self.precision}, {self.steps_per_epoch} steps per epoch')
         with self.stop:
-            while self.epoch < args.epoch_end:
-                finished = self.train_epoch()
-                if not finished:
+            while self.completed() is None:
+                if not self.train_epoch():
                     break
-                self.save(f'epoch-{self.epoch}.pth')
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
         if self.writer:
             self.writer.close()
@@ -241,6 +332,14 @@ class Trainer:
         self.model.train()
         progress = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f'epoch {self.epoch}',
                         disable=not self.context.is_main, dynamic_ncols=True)
+        try:
+            return self.train_steps(progress)
+        finally:
+            progress.close()  # also before an error's message, which then starts a line of its own
+
+    def train_steps(self, progress: tqdm) -> bool:
+        """The steps of train_epoch, counted on `progress`."""
+        args = self.args
         consecutive_nonfinite = 0
         tick, images = time.perf_counter(), 0
         for true_pha, true_fgr, true_bgr in self.loader:
@@ -263,8 +362,8 @@ class Trainer:
                 consecutive_nonfinite += 1
                 self.log(f'step {self.step}: non-finite loss, step skipped ({self.nonfinite_steps} so far)')
                 if consecutive_nonfinite >= args.max_nonfinite_steps:
-                    raise SystemExit(f'{consecutive_nonfinite} consecutive steps had a non-finite loss; stopping. '
-                                     'Lower the learning rates, try --precision fp32, or check the data.')
+                    raise UserError(f'{consecutive_nonfinite} consecutive steps had a non-finite loss; stopping. '
+                                    'Lower the learning rates, try --precision fp32, or check the data.')
             else:
                 consecutive_nonfinite = 0
                 self.set_learning_rates()
@@ -289,21 +388,21 @@ class Trainer:
                 if self.step % args.log_valid_interval == 0:
                     self.validate()
 
-            if flags[1]:
-                self.save()
+            # The files due at this step are written whatever happens next, a stop included.
+            weights = scheduled_weights(self.epoch, self.step, self.step_in_epoch == self.steps_per_epoch,
+                                        args.checkpoint_interval, args.max_steps)
+            stop = bool(flags[1])
+            reached_max_steps = args.max_steps is not None and self.step >= args.max_steps
+            if weights or stop or reached_max_steps:
+                self.save(weights)
+            if stop:
                 name = signal.Signals(self.stop.signal).name if self.stop.signal else 'a signal on another rank'
                 self.log(f'Stopped by {name} at step {self.step}; checkpoint saved; resume with --resume auto')
                 requeue_slurm_job(self.context)
-                progress.close()
                 return False
-            if args.max_steps is not None and self.step >= args.max_steps:
-                self.save(f'epoch-{self.epoch}-iter-{self.step}.pth')
+            if reached_max_steps:
                 self.log(f'Reached --max-steps {args.max_steps}')
-                progress.close()
                 return False
-            if self.step % args.checkpoint_interval == 0:
-                self.save(f'epoch-{self.epoch}-iter-{self.step}.pth')
-        progress.close()
         return True
 
     def set_learning_rates(self) -> None:

@@ -1,12 +1,16 @@
 """Pieces of the recipe both stages use: data sets, weight initialisation, optimizer groups."""
+import os
 from pathlib import Path
 
 from torch import nn
 
+from common.errors import UserError
 from dataset import paths as data_path
 from dataset import (BackgroundDataset, CompositionDataset, ForegroundDataset, SampleDataset, train_transforms,
                      valid_transforms)
-from model.checkpoint import load_checkpoint, load_deeplabv3_state_dict, load_imagenet_backbone, load_weights_file
+from model.checkpoint import (CheckpointError, load_checkpoint, load_deeplabv3_state_dict, load_imagenet_backbone,
+                              load_weights_file)
+from .state import describe, first_line
 
 
 def composition_datasets(args, stage: str):
@@ -15,18 +19,16 @@ def composition_datasets(args, stage: str):
     Training pairs each foreground with a random background each epoch under --seed; validation is a
     fixed sample of --valid-samples items (geometry-only augmentation, its own seed).
     """
-    try:
-        fgr_train = data_path.resolve_dataset(args.dataset_name, 'train', args)
-        fgr_valid = data_path.resolve_dataset(args.dataset_name, 'valid', args)
-        bgr_train = data_path.resolve_backgrounds(args.background_dataset, 'train', args)
-        bgr_valid = data_path.resolve_backgrounds(args.background_dataset, 'valid', args)
-    except ValueError as error:  # DataPathError: names the folder and shows the expected layout
-        raise SystemExit(f'error: {error}') from None
+    # A DataPathError (a UserError) names the folder and shows the expected layout.
+    fgr_train = data_path.resolve_dataset(args.dataset_name, 'train', args)
+    fgr_valid = data_path.resolve_dataset(args.dataset_name, 'valid', args)
+    bgr_train = data_path.resolve_backgrounds(args.background_dataset, 'train', args)
+    bgr_valid = data_path.resolve_backgrounds(args.background_dataset, 'valid', args)
     if args.own_background > 0:
         stems = ([Path(f.fgr).stem for f in fgr_train.files], [Path(f).stem for f in bgr_train.files])
         if stems[0] != stems[1]:
-            raise SystemExit(f'error: --own-background needs backgrounds named as the foregrounds, one each; '
-                             f'{fgr_train.folder} and {bgr_train.folder} differ')
+            raise UserError(f'--own-background needs backgrounds named as the foregrounds, one each; '
+                            f'{fgr_train.folder} and {bgr_train.folder} differ')
     train = CompositionDataset(ForegroundDataset(fgr_train.files), BackgroundDataset(bgr_train.files),
                                *train_transforms(args.sample_size, stage), seed=args.seed,
                                own_background=args.own_background)
@@ -36,17 +38,38 @@ def composition_datasets(args, stage: str):
 
 
 def initialise_model(model: nn.Module, args) -> nn.Module:
-    """--model-pretrain-initialization (DeepLabV3 or ImageNet weights), then --model-last-checkpoint."""
+    """--model-pretrain-initialization (DeepLabV3 or ImageNet weights), then --model-last-checkpoint.
+
+    A missing, unreadable or unfitting file is a UserError naming it.
+    """
     if args.model_pretrain_initialization:
         path = args.model_pretrain_initialization
-        state = load_weights_file(path)
-        if isinstance(state, dict) and 'model_state' in state:
-            load_deeplabv3_state_dict(model, state, print_stats=False)
-        else:
-            load_imagenet_backbone(model, path, print_stats=False)
+        option = f'--model-pretrain-initialization {path}'
+        if not os.path.isfile(path):
+            raise UserError(f'{option}: no such file (expected DeepLabV3 weights of VainF/DeepLabV3Plus-Pytorch '
+                            'or a torchvision ImageNet weight file)')
+        try:
+            state = load_weights_file(path)
+        except Exception as error:  # a damaged file fails anywhere in the unpickler
+            raise UserError(f'{option}: cannot read it as weights; the file is truncated, damaged or of another '
+                            f'kind ({describe(error)})') from error
+        if not isinstance(state, dict):
+            raise UserError(f'{option}: holds a {type(state).__name__}, not a dict of weights')
+        try:
+            if 'model_state' in state:
+                load_deeplabv3_state_dict(model, state, print_stats=False)
+            else:
+                load_imagenet_backbone(model, path, print_stats=False)
+        except CheckpointError as error:
+            raise UserError(f'{option}: {first_line(error)}') from error
     if args.model_last_checkpoint:
-        # A MattingBase checkpoint starts a MattingRefine: the refiner keeps its fresh weights.
-        load_checkpoint(model, args.model_last_checkpoint, allow_missing_refiner=True)
+        if not os.path.isfile(args.model_last_checkpoint):
+            raise UserError(f'--model-last-checkpoint {args.model_last_checkpoint}: no such file')
+        try:
+            # A MattingBase checkpoint starts a MattingRefine: the refiner keeps its fresh weights.
+            load_checkpoint(model, args.model_last_checkpoint, allow_missing_refiner=True)
+        except CheckpointError as error:  # its message names the file and what is wrong
+            raise UserError(first_line(error)) from error
     return model
 
 

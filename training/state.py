@@ -7,16 +7,37 @@ A checkpoint is a dict of tensors and plain Python values only, so that it loads
     nonfinite_steps: steps skipped so far because the loss was not finite
     args: the command line options as a dict
     rng: one entry per rank with the Python, NumPy, torch and CUDA generator states
+
+Beside it, plain weights (a state_dict, as the inference scripts load) are written on a schedule:
+`epoch-E-iter-S.pth` after step S, `epoch-E.pth` after the last step of epoch E.
 """
 import os
 import random
+import re
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
+from common.errors import UserError
+
 TRAINING_STATE = 'last.pth'
+# What a write leaves behind when it is killed: `<name>.tmp.<pid>` (and `<name>.tmp`, the name weight
+# files were once written under), for the names a trainer writes only.
+TEMPORARY = re.compile(r'(last|epoch-\d+|epoch-\d+-iter-\d+)\.pth\.tmp(\.\d+)?')
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message: torch's add paragraphs of advice after it."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ''
+
+
+def describe(error: BaseException) -> str:
+    """A library's exception in a few words: its type and the first sentence of its message."""
+    sentence = first_line(error).split('. ')[0]
+    return f'{type(error).__name__}: {sentence}' if sentence else type(error).__name__
 
 
 def rng_state() -> Dict[str, Any]:
@@ -50,20 +71,72 @@ def gather_rng_states(world_size: int) -> List[Dict[str, Any]]:
     return states
 
 
+class _WriteErrors:
+    """A file that remembers the first OSError of its writes: torch.save reports a failed write (a
+    full disk, a file size limit) as a RuntimeError without the reason."""
+
+    def __init__(self, file):
+        self.file = file
+        self.error: Optional[OSError] = None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def atomic_save(obj, path: str) -> None:
-    """torch.save to a temporary name, then rename: a crash never leaves a truncated file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    """torch.save to a temporary name, then rename: a crash never leaves a truncated file, and a
+    failed write leaves neither a temporary nor a change to `path`.
+
+    Raises UserError naming `path` when it cannot be written (no space, no permission, ...).
+    """
     tmp = f'{path}.tmp.{os.getpid()}'
     try:
-        torch.save(obj, tmp)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(tmp, 'wb') as file:
+            writer = _WriteErrors(file)
+            try:
+                torch.save(obj, writer)
+            except RuntimeError as error:
+                if writer.error is None:
+                    raise
+                raise writer.error from error
+            file.flush()
+            os.fsync(file.fileno())  # the data is on disk before the name points at it
         os.replace(tmp, path)
+    except OSError as error:
+        raise UserError(f'cannot write checkpoint {path}: {error.strerror or describe(error)}') from error
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
+def remove_stale_temporaries(folder: str) -> List[str]:
+    """Removes what killed writes left in a run's checkpoint folder (names matching TEMPORARY only).
+
+    Returns the names removed.
+    """
+    if not os.path.isdir(folder):
+        return []
+    stale = sorted(name for name in os.listdir(folder) if TEMPORARY.fullmatch(name))
+    for name in stale:
+        os.remove(os.path.join(folder, name))
+    return stale
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, 'module', model)
+
+
+def save_weights(model: torch.nn.Module, path: str) -> None:
+    """The model's state_dict alone (what inference and --model-last-checkpoint load), atomically."""
+    atomic_save(unwrap(model).state_dict(), path)
 
 
 def save_training_state(path: str, model, optimizer, scaler, epoch: int, step: int, step_in_epoch: int,
@@ -81,6 +154,19 @@ def save_training_state(path: str, model, optimizer, scaler, epoch: int, step: i
     }, path)
 
 
+def scheduled_weights(epoch: int, step: int, epoch_finished: bool, checkpoint_interval: int,
+                      max_steps: Optional[int]) -> List[str]:
+    """The weight files due once optimizer step `step` (counted from 1) of epoch `epoch` is done:
+    `epoch-E-iter-S.pth` every `checkpoint_interval` steps and at `max_steps`, and `epoch-E.pth`
+    when the step was the last of its epoch."""
+    names = []
+    if step > 0 and (step % checkpoint_interval == 0 or step == max_steps):
+        names.append(f'epoch-{epoch}-iter-{step}.pth')
+    if epoch_finished:
+        names.append(f'epoch-{epoch}.pth')
+    return names
+
+
 def find_resume_path(resume: Optional[str], checkpoint_dir: str) -> Optional[str]:
     """--resume PATH: that file (it must exist). --resume auto: the run's last state if there is one."""
     if resume is None:
@@ -89,15 +175,23 @@ def find_resume_path(resume: Optional[str], checkpoint_dir: str) -> Optional[str
         path = os.path.join(checkpoint_dir, TRAINING_STATE)
         return path if os.path.isfile(path) else None
     if not os.path.isfile(resume):
-        raise SystemExit(f"--resume {resume}: no such file (expected a training checkpoint such as "
-                         f"{os.path.join(checkpoint_dir, TRAINING_STATE)}, or 'auto')")
+        raise UserError(f"--resume {resume}: no such file (expected a training checkpoint such as "
+                        f"{os.path.join(checkpoint_dir, TRAINING_STATE)}, or 'auto')")
     return resume
 
 
 def load_training_state(path: str, map_location) -> Dict[str, Any]:
-    state = torch.load(path, map_location=map_location, weights_only=True)
+    """Reads a training checkpoint; UserError naming `path` if it is unreadable or of another kind."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # a damaged file fails anywhere in the unpickler, with any exception
+        raise UserError(f'--resume {path}: cannot read it as a training checkpoint; the file is truncated, '
+                        f'damaged or of another kind ({describe(error)})') from error
+    if not isinstance(state, dict):
+        raise UserError(f'--resume {path}: not a training checkpoint of this project (it holds a '
+                        f'{type(state).__name__}, not a dict)')
     missing = {'model', 'optimizer', 'scaler', 'epoch', 'step', 'step_in_epoch'} - set(state)
     if missing:
-        raise SystemExit(f"--resume {path}: not a training checkpoint of this project (missing {sorted(missing)}); "
-                         "plain weights are loaded with --model-last-checkpoint instead")
+        raise UserError(f"--resume {path}: not a training checkpoint of this project (missing {sorted(missing)}); "
+                        "plain weights are loaded with --model-last-checkpoint instead")
     return state
