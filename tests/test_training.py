@@ -1,4 +1,5 @@
 import os
+import re
 import random
 import resource
 import shutil
@@ -428,3 +429,16 @@ def test_a_plain_start_of_several_processes_reaches_them_and_reports_their_error
     assert result.returncode == 1, result.stderr[-3000:]
     assert 'Traceback' not in result.stderr, result.stderr[-3000:]
     assert f'train_base.py: error: --model-pretrain-initialization {missing}: no such file' in result.stderr
+
+
+def test_slurm_starts_that_do_not_do_what_they_seem_are_named():
+    """A plain python in a job of several tasks runs one process; torchrun under Slurm loses its agent to
+    the time-limit signal. Both are warned about; srun tasks and starts outside Slurm are not."""
+    job = {'SLURM_JOB_ID': '7', 'SLURM_NTASKS': '4', 'SLURM_PROCID': '0'}
+    assert re.search('4 tasks.*without srun.*one process', distributed.launch_problem(job))
+    assert distributed.launch_problem({**job, 'SLURM_STEP_ID': '0'}) is None  # an srun task
+    torchrun = {'SLURM_JOB_ID': '7', 'SLURM_STEP_ID': '0', 'SLURM_NTASKS': '1', 'TORCHELASTIC_RUN_ID': 'x',
+                'RANK': '1', 'WORLD_SIZE': '2'}
+    assert re.search('torchrun.*SIGUSR1.*srun task per GPU', distributed.launch_problem(torchrun))
+    assert distributed.launch_problem({'RANK': '0', 'WORLD_SIZE': '2', 'TORCHELASTIC_RUN_ID': 'x'}) is None
+    assert distributed.launch_problem({}) is None

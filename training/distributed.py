@@ -69,6 +69,34 @@ def launcher_environment(env=os.environ) -> Optional[dict]:
     return None
 
 
+def launch_problem(env=os.environ) -> Optional[str]:
+    """A Slurm start that will not do what the user expects, or None.
+
+    - A plain `python train_*.py` in the batch script of a job of several tasks runs as one process
+      (srun starts one per task).
+    - torchrun inside a Slurm job: the time-limit warning the sbatch examples ask for (SIGUSR1) reaches
+      torchrun's agent too, which does not handle it and dies before its workers can save; and Slurm
+      already is a launcher. One srun task per GPU is the way (scripts/slurm/).
+    """
+    if 'SLURM_JOB_ID' not in env:
+        return None
+    tasks = int(env.get('SLURM_NTASKS', '1'))
+    if 'SLURM_STEP_ID' not in env and tasks > 1 and 'RANK' not in env:
+        return (f'this Slurm job has {tasks} tasks, but this process was started without srun, so training runs '
+                f'as one process on one device; start it with `srun python ...` for {tasks} processes')
+    if 'TORCHELASTIC_RUN_ID' in env:
+        return ('torchrun inside a Slurm job: the SIGUSR1 that sbatch --signal sends before the time limit '
+                "kills torchrun's agent before its workers can save; use one srun task per GPU instead "
+                '(see scripts/slurm/)')
+    return None
+
+
+def warn_about_the_launch(env=os.environ) -> None:
+    problem = launch_problem(env)
+    if problem and int(env.get('RANK', env.get('SLURM_PROCID', '0'))) == 0:
+        print(f'warning: {problem}', file=sys.stderr, flush=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
@@ -83,6 +111,7 @@ def launch(main: Callable, args, device_type: str, nproc: Optional[int], prog: s
     cross back to the launcher, so there the process prints it as `prog: error: message` and the
     launcher exits with status 1.
     """
+    warn_about_the_launch()
     env = launcher_environment()
     if env is not None:
         main(args, setup(env, device_type))

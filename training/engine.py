@@ -6,9 +6,12 @@ damaged file, an unwritable folder, a full disk, options that do not fit) is a `
 `run` reports as one line, `prog: error: message`, with exit status 1.
 """
 import functools
+import hashlib
 import math
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +34,11 @@ from common.errors import UserError
 from model.checkpoint import detect_backbone
 
 AUTOCAST = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
+# SIGTERM: a user's scancel, a preemption, or the end of the time limit; SIGUSR1: the warning before the
+# time limit that the sbatch examples ask for (--signal=USR1@180). Both save a checkpoint at the next
+# step boundary; only SIGUSR1 requeues the job (see `requeue_slurm_job`).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+REQUEUE_SIGNAL = signal.SIGUSR1
 
 
 @dataclass
@@ -321,6 +328,8 @@ class Trainer:
                 self.epoch, self.step_in_epoch = self.epoch + 1, 0
         if self.writer:
             self.writer.close()
+        if self.context.distributed and self.completed() is not None:
+            self.log_final_weights()
 
     def train_epoch(self) -> bool:
         """Trains the rest of the current epoch. False when the run must stop before its end."""
@@ -353,10 +362,11 @@ class Trainer:
                 terms, outputs = self.stage.losses(self.model, true_src, true_bgr, true_pha, true_fgr)
             loss = terms['total']
 
-            # Every rank must take the same branch, or DDP's gradient all-reduce would hang.
-            flags = distributed.any_rank(torch.tensor([float(not torch.isfinite(loss)),
-                                                       float(self.stop.signal is not None)]), self.context)
-            if flags[0]:
+            # Every rank must take the same branch, or DDP's gradient all-reduce would hang. The stop
+            # signal is agreed on as its number, the largest winning: SIGTERM (15) over SIGUSR1 (10).
+            nonfinite, stop_signal = distributed.any_rank(
+                torch.tensor([float(not torch.isfinite(loss)), float(self.stop.signal or 0)]), self.context)
+            if nonfinite:
                 self.optimizer.zero_grad(set_to_none=True)
                 self.nonfinite_steps += 1
                 consecutive_nonfinite += 1
@@ -391,19 +401,34 @@ class Trainer:
             # The files due at this step are written whatever happens next, a stop included.
             weights = scheduled_weights(self.epoch, self.step, self.step_in_epoch == self.steps_per_epoch,
                                         args.checkpoint_interval, args.max_steps)
-            stop = bool(flags[1])
+            stop = bool(stop_signal)
             reached_max_steps = args.max_steps is not None and self.step >= args.max_steps
             if weights or stop or reached_max_steps:
                 self.save(weights)
             if stop:
-                name = signal.Signals(self.stop.signal).name if self.stop.signal else 'a signal on another rank'
-                self.log(f'Stopped by {name} at step {self.step}; checkpoint saved; resume with --resume auto')
-                requeue_slurm_job(self.context)
+                self.stopped(signal.Signals(int(stop_signal)))
                 return False
             if reached_max_steps:
                 self.log(f'Reached --max-steps {args.max_steps}')
                 return False
         return True
+
+    def stopped(self, stop_signal: signal.Signals) -> None:
+        """After the checkpoint of a stop: requeue the job on the time-limit warning, else end."""
+        job = requeue_slurm_job(self.context) if stop_signal == REQUEUE_SIGNAL else None
+        then = (f'job {job} requeued, to resume with --resume auto' if job else
+                'the run ends here; resume with --resume auto')
+        self.log(f'Stopped by {stop_signal.name} at step {self.step}; checkpoint saved; {then}')
+
+    def log_final_weights(self) -> None:
+        """Every rank prints a digest of its parameters at the end of a distributed run: equal digests show
+        that the ranks trained one model (DDP keeps the parameters identical; BatchNorm's running
+        statistics are each rank's own until DDP broadcasts rank 0's at the next forward)."""
+        digest = hashlib.sha1()
+        for tensor in unwrap(self.model).parameters():
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        print(f'rank {self.context.rank} of {self.context.world_size}: final parameters sha1 {digest.hexdigest()}',
+              flush=True)
 
     def set_learning_rates(self) -> None:
         factor = lr_factor(self.step, self.args.lr_schedule, self.decay_steps, self.args.lr_warmup_steps)
@@ -468,11 +493,16 @@ class Trainer:
         model.train()
 
 
-def requeue_slurm_job(context: distributed.DistributedContext) -> None:
-    """Under Slurm, puts the job back in the queue so that it resumes (as sbatch --requeue allows)."""
-    job = os.environ.get('SLURM_JOB_ID')
-    if job and context.is_main and os.environ.get('BGM_SLURM_REQUEUE', '1') == '1':
-        import shutil
-        import subprocess
-        if shutil.which('scontrol'):
-            subprocess.run(['scontrol', 'requeue', job], check=False)
+def requeue_slurm_job(context: distributed.DistributedContext) -> Optional[str]:
+    """Under Slurm, rank 0 puts the job back in the queue (sbatch --requeue allows it), so that it resumes
+    with --resume auto; Slurm ends the running job and starts it again after its requeue delay. Set
+    BGM_SLURM_REQUEUE=0 to leave the job ended. Returns the job id requeued, or None."""
+    job = os.environ.get('SLURM_JOB_ID')  # an array task's own id
+    if not job or not context.is_main or os.environ.get('BGM_SLURM_REQUEUE', '1') != '1' \
+            or shutil.which('scontrol') is None:
+        return None
+    result = subprocess.run(['scontrol', 'requeue', job], capture_output=True, text=True)
+    if result.returncode != 0:
+        tqdm.write(f'warning: scontrol requeue {job} failed ({result.stderr.strip()}); resubmit the job to resume')
+        return None
+    return job
