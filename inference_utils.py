@@ -32,6 +32,7 @@ import av
 import cv2
 import numpy as np
 import torch
+from av.video.reformatter import Interpolation
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 from torch import nn
 from torch.nn import functional as F
@@ -687,6 +688,50 @@ def median_plate(frames: Sequence[np.ndarray]) -> np.ndarray:
     return np.median(np.stack(frames), axis=0).round().astype(np.uint8)
 
 
+# --------------------------------------------------------------------------- colour
+
+class Colour(NamedTuple):
+    """How a video's YUV samples map to colours, in FFmpeg's codes (AVCOL_*), which ffprobe prints by
+    name as color_space, color_primaries, color_transfer and color_range: e.g. 1 'bt709', 6
+    'smpte170m' (BT.601); range 1 'tv' (limited, 16 ~ 235) or 2 'pc' (full). 2 (range: 0) means
+    the file does not say."""
+    matrix: int
+    primaries: int
+    transfer: int
+    range: int
+
+
+UNTAGGED = Colour(2, 2, 2, 0)
+# What players assume for untagged video: BT.709 for HD, BT.601 for SD, limited range.
+HD_COLOUR = Colour(1, 1, 1, 1)
+SD_COLOUR = Colour(6, 6, 6, 1)
+# The matrices FFmpeg converts RGB to, by FFmpeg's code, as swscale's codes (SWS_CS_*).
+SWSCALE_MATRICES = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9}
+UNSTATED = (0, 2, 3)  # reserved, unspecified, reserved
+
+
+def is_hd(size: Tuple[int, int]) -> bool:
+    """Whether players read an untagged video of size (W, H) as BT.709: wider than 1279 or taller
+    than 576 pixels (mpv's and the browsers' rule); smaller ones as BT.601."""
+    return size[0] >= 1280 or size[1] > 576
+
+
+def output_colour(source: Colour, size: Tuple[int, int]) -> Colour:
+    """The colour description to encode outputs of size (W, H) with: the source's, with what players
+    assume for that size (`is_hd`) where it says nothing, and limited range unless it says full.
+
+    The RGB frames are the source's colours as FFmpeg decodes them, so outputs tagged like a tagged
+    source show like it. An untagged source was decoded as FFmpeg does, with BT.601: an untagged SD
+    source keeps exactly its colours (players read both as BT.601); the outputs of an untagged HD
+    source are tagged BT.709, as players read HD, and show the colours FFmpeg decoded.
+    """
+    default = HD_COLOUR if is_hd(size) else SD_COLOUR
+    return Colour(source.matrix if source.matrix in SWSCALE_MATRICES else default.matrix,
+                  default.primaries if source.primaries in UNSTATED else source.primaries,
+                  default.transfer if source.transfer in UNSTATED else source.transfer,
+                  source.range if source.range in (1, 2) else default.range)
+
+
 # --------------------------------------------------------------------------- readers
 
 class Frame(NamedTuple):
@@ -703,7 +748,8 @@ class ImageSequenceReader:
         resize: (W, H) to resize every frame to, or None.
         frame_rate: the clip's frame rate, exact.
     Attributes:
-        size (W, H), frame_rate, time_base (1 / frame_rate), num_frames, has_audio (False).
+        size (W, H), frame_rate, time_base (1 / frame_rate), num_frames, has_audio (False), colour
+        (UNTAGGED), sample_aspect_ratio (1).
     Iterating gives `Frame`s with pts = frame index.
     """
 
@@ -724,6 +770,7 @@ class ImageSequenceReader:
         self.time_base = 1 / self.frame_rate
         self.num_frames: Optional[int] = len(self.files)
         self.has_audio = False
+        self.colour, self.sample_aspect_ratio = UNTAGGED, Fraction(1)
 
     def __iter__(self) -> Iterator[Frame]:
         for index, file in enumerate(self.files):
@@ -787,7 +834,10 @@ class VideoReader:
     Attributes:
         size (W, H) of the frames given, frame_rate (exact Fraction), time_base (of the pts),
         num_frames (None when the container does not say), has_audio, rotation (degrees,
-        counter-clockwise, as stored).
+        counter-clockwise, as stored), colour (`Colour`: the source's colour description, as its
+        first frame states it), sample_aspect_ratio (the shape of the pixels given, width / height:
+        the stored one turned with the frames and stretched by `resize`, so that the picture keeps
+        its displayed shape).
     Iterating (once) gives `Frame`s with the stream's own presentation times.
     """
 
@@ -825,7 +875,14 @@ class VideoReader:
             warn(f"{path}: rotation of {self.rotation} degrees is not a quarter turn; ignored")
         self._quarter_turns = (self.rotation // 90) % 4 if self.rotation % 90 == 0 else 0
         width, height = self._first.width, self._first.height
-        self.size = resize or ((height, width) if self._quarter_turns % 2 else (width, height))
+        upright = (height, width) if self._quarter_turns % 2 else (width, height)
+        self.size = resize or upright
+        first = self._first
+        self.colour = Colour(first.colorspace, first.color_primaries, first.color_trc, first.color_range)
+        stored = Fraction(self.stream.sample_aspect_ratio or self.stream.codec_context.sample_aspect_ratio or 1)
+        upright_aspect = 1 / stored if self._quarter_turns % 2 else stored
+        stretch = Fraction(upright[0], self.size[0]) / Fraction(upright[1], self.size[1])
+        self.sample_aspect_ratio = (upright_aspect * stretch).limit_denominator(1000)
 
     def __iter__(self) -> Iterator[Frame]:
         assert self._first is not None, 'a VideoReader is iterated once'
@@ -1039,12 +1096,16 @@ class VideoWriter:
         crf: x264 constant rate factor (0 lossless ... 51); DEFAULT_CRF if neither is given.
         audio_source: a media file whose first audio stream is copied (not re-encoded), interleaved
             by time with the video.
+        colour: the colour description to convert RGB to YUV with and to store (matrix, primaries,
+            transfer, range); default `output_colour(UNTAGGED, size)`, what players assume.
+        sample_aspect_ratio: the shape of the pixels to store (anamorphic video); default square.
     Frames of odd width or height are stored as yuv444p (yuv420p needs even sides).
     """
 
     def __init__(self, path: str, frame_rate: Fraction, time_base: Optional[Fraction] = None,
-                 bit_rate: Optional[int] = None, crf: Optional[float] = None, audio_source: Optional[str] = None):
-        self.path = path
+                 bit_rate: Optional[int] = None, crf: Optional[float] = None, audio_source: Optional[str] = None,
+                 colour: Optional[Colour] = None, sample_aspect_ratio: Optional[Fraction] = None):
+        self.path, self.colour, self.sample_aspect_ratio = path, colour, sample_aspect_ratio
         self.input_time_base = Fraction(time_base) if time_base else 1 / Fraction(frame_rate)
         self.frame_duration = 1 / Fraction(frame_rate)
         # A coarse time base (1/1000 in MKV and WebM) cannot hold the frames' true times (30000/1001
@@ -1098,19 +1159,40 @@ class VideoWriter:
         """frames: (T, H, W, C) uint8, C = 1 (gray) or 3 (RGB); pts: T times in the time base given
         to the constructor (`input_time_base`)."""
         if self._last_pts is None:
-            height, width = frames.shape[1:3]
-            self.stream.width, self.stream.height = width, height
-            self.stream.pix_fmt = 'yuv420p' if width % 2 == 0 and height % 2 == 0 else 'yuv444p'
-        pixel_format = {1: 'gray', 3: 'rgb24'}[frames.shape[3]]
+            self._configure(width=frames.shape[2], height=frames.shape[1])
         for image, t in zip(frames, pts):
             t = self.output_pts(int(t))
             if self._last_pts is not None and t <= self._last_pts:  # H.264 needs increasing times
                 t = self._last_pts + 1
             self._mux_audio_until(t * self.time_base)
-            frame = av.VideoFrame.from_ndarray(image[:, :, 0] if pixel_format == 'gray' else image, format=pixel_format)
+            frame = self.to_yuv(image)
             frame.pts, frame.time_base = t, self.time_base
             self.container.mux(self.stream.encode(frame))
             self._last_pts = t
+
+    def _configure(self, width: int, height: int) -> None:
+        """The size, pixel format and colour description of the stream, from its first frames."""
+        self.stream.width, self.stream.height = width, height
+        self.stream.pix_fmt = 'yuv420p' if width % 2 == 0 and height % 2 == 0 else 'yuv444p'
+        self.colour = self.colour or output_colour(UNTAGGED, (width, height))
+        codec = self.stream.codec_context
+        # libx264 stores these in the stream (H.264 VUI), where decoders and ffprobe read them.
+        codec.colorspace, codec.color_primaries, codec.color_trc, codec.color_range = self.colour
+        if self.sample_aspect_ratio:
+            codec.sample_aspect_ratio = self.sample_aspect_ratio
+
+    def to_yuv(self, image: np.ndarray) -> av.VideoFrame:
+        """(H, W, 1) gray or (H, W, 3) RGB uint8 -> a frame in the stream's pixel format, converted
+        with its colour description's matrix and range (gray, as alpha, maps 0 ~ 255 onto the range)."""
+        frame = av.VideoFrame.from_ndarray(image[:, :, 0], format='gray') if image.shape[2] == 1 else \
+            av.VideoFrame.from_ndarray(image, format='rgb24')
+        # Bicubic chroma filtering (the ffmpeg command line's), rounded exactly: without ACCURATE_RND
+        # a flat colour's chroma comes out a level low in places (#78ff9b's blue by 3 once decoded).
+        yuv = frame.reformat(format=self.stream.pix_fmt, dst_colorspace=SWSCALE_MATRICES[self.colour.matrix],
+                             dst_color_range=self.colour.range,
+                             interpolation=Interpolation.BICUBIC | Interpolation.ACCURATE_RND)
+        yuv.colorspace, yuv.color_primaries, yuv.color_trc, yuv.color_range = self.colour
+        return yuv
 
     def output_pts(self, pts: int) -> int:
         """A time in `input_time_base` units as a time in `time_base` units; a time within one input

@@ -53,8 +53,8 @@ from inference_utils import (COMPOSITE, DEFAULT_COMPOSITE_COLOUR, OUTPUT_TYPES, 
                              Matting, ReplacementBackground, Throughput, VideoReader, VideoWriter,
                              add_model_arguments, align_plate, check_not_existing, check_plate, exit_on_user_error,
                              is_image_file, load_model_or_exit, median_plate, model_device_dtype, open_clip,
-                             parse_bit_rate, parse_frame_rate, parse_size, prepare_output_dir, read_image,
-                             run_pipeline, warn)
+                             output_colour, parse_bit_rate, parse_frame_rate, parse_size, prepare_output_dir,
+                             read_image, run_pipeline, warn)
 
 DEFAULT_OUTPUT_TYPES = ('com', 'pha', 'fgr')
 OUTPUT_FORMATS = ('video', 'png')
@@ -152,7 +152,9 @@ def convert_video(model: nn.Module,
                 if output_format == 'video':
                     keep_audio = audio and isinstance(source, VideoReader) and source.has_audio
                     writers[kind] = VideoWriter(path, source.frame_rate, source.time_base, bit_rate, crf,
-                                                audio_source=input_source if keep_audio else None)
+                                                audio_source=input_source if keep_audio else None,
+                                                colour=output_colour(source.colour, source.size),
+                                                sample_aspect_ratio=source.sample_aspect_ratio)
                 else:
                     writers[kind] = ImageSequenceWriter(path)
 

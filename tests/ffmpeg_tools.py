@@ -18,7 +18,8 @@ needs_ffmpeg = pytest.mark.skipif(
 
 def ffmpeg(*args) -> None:
     """Runs ffmpeg quietly, overwriting its output; raises with ffmpeg's message if it fails."""
-    result = subprocess.run(['ffmpeg', '-nostdin', '-v', 'error', '-y', *map(str, args)], capture_output=True, text=True)
+    result = subprocess.run(['ffmpeg', '-nostdin', '-v', 'error', '-y', *map(str, args)],
+                            capture_output=True, text=True)
     if result.returncode:
         raise RuntimeError(f"ffmpeg {' '.join(map(str, args))} failed: {result.stderr}")
 

@@ -1,4 +1,6 @@
-"""inference_video.py and convert_video end to end on clips made by the tests with PyAV."""
+"""inference_video.py and convert_video end to end, on clips made by the tests with PyAV or with the
+ffmpeg command line; the outputs are read with FFmpeg's own ffprobe and ffmpeg where those are the
+reference (tests marked `needs_ffmpeg`)."""
 import os
 import re
 from fractions import Fraction
@@ -9,11 +11,18 @@ import torch
 from PIL import Image
 
 import inference_video
+from ffmpeg_tools import ffmpeg_rgb, make_clip, needs_ffmpeg, video_stream
 from inference_video import convert_video
 from model import MattingRefine
 from test_inference_utils import NTSC, clip_frames, leftovers, model_args, read_video, save_png, write_video
 
 FRAMES = 8
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The bundled model: a matte of 0 where the frame is its clean plate, so a composite shows the background.
+DEMO_MODEL = ['--model-checkpoint', os.path.join(ROOT, 'weights', 'mattingrefine_mobilenetv2_synthetic_fp16.pth'),
+              '--device', 'cpu']
+BT709 = dict(color_space='bt709', color_primaries='bt709', color_transfer='bt709', color_range='tv')
+BT601 = dict(color_space='smpte170m', color_primaries='smpte170m', color_transfer='smpte170m', color_range='tv')
 
 
 @pytest.fixture(scope='module')
@@ -142,3 +151,34 @@ def test_bad_inputs_end_with_a_clear_message(clip, checkpoint, tmp_path, capsys)
     assert (tmp_path / 'taken' / 'pha.mp4').read_bytes() == b'earlier result'
     assert not (tmp_path / 'out').exists() or os.listdir(tmp_path / 'out') == []
     assert not leftovers(tmp_path)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize('size, tags, expected', [
+    ('128x72', ['-colorspace', 'bt709', '-color_primaries', 'bt709', '-color_trc', 'bt709'], BT709),
+    ('1280x720', [], BT709),   # untagged HD: what players assume
+    ('128x72', [], BT601),     # untagged SD: what players assume, and the matrix FFmpeg decodes it with
+], ids=['BT.709-tagged', 'untagged HD', 'untagged SD'])
+def test_outputs_carry_the_colour_description_they_are_encoded_with(tmp_path, size, tags, expected):
+    take = make_clip(tmp_path / 'take.mp4', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', *tags, size=size, frames=2,
+                     source='smptebars')
+    out = tmp_path / 'out'
+    assert run('--video-src', take, '--bgr-first-frames', '1', '--output-dir', out, '--output-types', 'com', 'pha',
+               '--disable-progress', *DEMO_MODEL) == 0
+    for name in ('com.mp4', 'pha.mp4'):
+        stream = video_stream(out / name)
+        assert {key: stream.get(key) for key in expected} == expected, name
+    # The frames are their plate: the composite is the default green, as FFmpeg decodes it.
+    green = np.median(ffmpeg_rgb(out / 'com.mp4').reshape(-1, 3), axis=0)
+    assert np.abs(green - (120, 255, 155)).max() <= 2, green
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize('resize, expected', [([], '4:3'), (['--video-resize', '96', '72'], '16:9')])
+def test_anamorphic_sources_keep_their_pixel_shape(tmp_path, checkpoint, resize, expected):
+    take = make_clip(tmp_path / 'dv.mkv', '-vf', 'setsar=4/3', '-c:v', 'libx264', frames=2)
+    assert video_stream(take)['sample_aspect_ratio'] == '4:3'
+    out = tmp_path / 'out'
+    assert run('--video-src', take, '--bgr-first-frames', '1', '--output-dir', out, '--output-types', 'pha',
+               '--disable-progress', *resize, *model_args(checkpoint)) == 0
+    assert video_stream(out / 'pha.mp4')['sample_aspect_ratio'] == expected
