@@ -1099,13 +1099,18 @@ class VideoWriter:
         colour: the colour description to convert RGB to YUV with and to store (matrix, primaries,
             transfer, range); default `output_colour(UNTAGGED, size)`, what players assume.
         sample_aspect_ratio: the shape of the pixels to store (anamorphic video); default square.
-    Frames of odd width or height are stored as yuv444p (yuv420p needs even sides).
+        yuv444: store full-resolution chroma (H.264 High 4:4:4 Predictive): exact colours and sizes, but
+            many players and browsers cannot play it. By default yuv420p, which every player plays:
+            frames of odd width or height are padded by one pixel, their last column or row repeated
+            (4:2:0 needs even sides), so that every pixel keeps its place and none is lost.
     """
 
     def __init__(self, path: str, frame_rate: Fraction, time_base: Optional[Fraction] = None,
                  bit_rate: Optional[int] = None, crf: Optional[float] = None, audio_source: Optional[str] = None,
-                 colour: Optional[Colour] = None, sample_aspect_ratio: Optional[Fraction] = None):
-        self.path, self.colour, self.sample_aspect_ratio = path, colour, sample_aspect_ratio
+                 colour: Optional[Colour] = None, sample_aspect_ratio: Optional[Fraction] = None,
+                 yuv444: bool = False):
+        self.path, self.colour, self.sample_aspect_ratio, self.yuv444 = path, colour, sample_aspect_ratio, yuv444
+        self._padding = ((0, 0), (0, 0), (0, 0))
         self.input_time_base = Fraction(time_base) if time_base else 1 / Fraction(frame_rate)
         self.frame_duration = 1 / Fraction(frame_rate)
         # A coarse time base (1/1000 in MKV and WebM) cannot hold the frames' true times (30000/1001
@@ -1172,8 +1177,11 @@ class VideoWriter:
 
     def _configure(self, width: int, height: int) -> None:
         """The size, pixel format and colour description of the stream, from its first frames."""
+        if not self.yuv444:
+            self._padding = ((0, height % 2), (0, width % 2), (0, 0))
+            width, height = width + width % 2, height + height % 2
         self.stream.width, self.stream.height = width, height
-        self.stream.pix_fmt = 'yuv420p' if width % 2 == 0 and height % 2 == 0 else 'yuv444p'
+        self.stream.pix_fmt = 'yuv444p' if self.yuv444 else 'yuv420p'
         self.colour = self.colour or output_colour(UNTAGGED, (width, height))
         codec = self.stream.codec_context
         # libx264 stores these in the stream (H.264 VUI), where decoders and ffprobe read them.
@@ -1184,6 +1192,8 @@ class VideoWriter:
     def to_yuv(self, image: np.ndarray) -> av.VideoFrame:
         """(H, W, 1) gray or (H, W, 3) RGB uint8 -> a frame in the stream's pixel format, converted
         with its colour description's matrix and range (gray, as alpha, maps 0 ~ 255 onto the range)."""
+        if any(after for _, after in self._padding):
+            image = np.pad(image, self._padding, mode='edge')
         frame = av.VideoFrame.from_ndarray(image[:, :, 0], format='gray') if image.shape[2] == 1 else \
             av.VideoFrame.from_ndarray(image, format='rgb24')
         # Bicubic chroma filtering (the ffmpeg command line's), rounded exactly: without ACCURATE_RND

@@ -81,6 +81,7 @@ def convert_video(model: nn.Module,
                   preprocess_alignment: bool = False,
                   bit_rate: Optional[int] = None,
                   crf: Optional[float] = None,
+                  yuv444: bool = False,
                   audio: bool = True,
                   seq_chunk: int = 1,
                   queue_size: int = 4,
@@ -105,6 +106,8 @@ def convert_video(model: nn.Module,
         frame_rate: the frame rate of an image-sequence input (default 30); a video keeps its own.
         preprocess_alignment: align the plate onto every frame (ORB + RANSAC), for a shaky camera.
         bit_rate, crf: H.264 bits per second, or constant quality (default crf 18); video only.
+        yuv444: store full-resolution chroma (H.264 High 4:4:4) instead of yuv420p, which every
+            player plays and for which odd sides are padded by a pixel (see `VideoWriter`).
         audio: copy the source's audio track into the videos.
         seq_chunk: frames given to the model at once.
         queue_size: chunks read ahead and waiting to be written, per stage.
@@ -115,7 +118,8 @@ def convert_video(model: nn.Module,
         frames done, end-to-end and model-only seconds.
     """
     output_types = list(dict.fromkeys(output_types))
-    check_options(output_types, output_format, clean_plate, clean_plate_frames, bit_rate, crf, seq_chunk, queue_size)
+    check_options(output_types, output_format, clean_plate, clean_plate_frames, bit_rate, crf, yuv444, seq_chunk,
+                  queue_size)
     model = model.eval()
     if device is None or dtype is None:
         device, dtype = model_device_dtype(model)
@@ -154,7 +158,7 @@ def convert_video(model: nn.Module,
                     writers[kind] = VideoWriter(path, source.frame_rate, source.time_base, bit_rate, crf,
                                                 audio_source=input_source if keep_audio else None,
                                                 colour=output_colour(source.colour, source.size),
-                                                sample_aspect_ratio=source.sample_aspect_ratio)
+                                                sample_aspect_ratio=source.sample_aspect_ratio, yuv444=yuv444)
                 else:
                     writers[kind] = ImageSequenceWriter(path)
 
@@ -180,7 +184,7 @@ def convert_video(model: nn.Module,
         return Throughput(matting.frames, time.perf_counter() - start, matting.model_seconds)
 
 
-def check_options(output_types, output_format, clean_plate, clean_plate_frames, bit_rate, crf, seq_chunk,
+def check_options(output_types, output_format, clean_plate, clean_plate_frames, bit_rate, crf, yuv444, seq_chunk,
                   queue_size) -> None:
     """The option combinations convert_video refuses, with what to do instead."""
     unknown = sorted(set(output_types) - set(OUTPUT_TYPES))
@@ -193,8 +197,8 @@ def check_options(output_types, output_format, clean_plate, clean_plate_frames, 
         raise InputError("give one clean plate: a file (--video-bgr) or a number of first frames (--bgr-first-frames)")
     if seq_chunk < 1 or queue_size < 1:
         raise InputError(f"seq_chunk and queue_size must be at least 1; got {seq_chunk} and {queue_size}")
-    if output_format != 'video' and (bit_rate or crf is not None):
-        raise InputError("--bitrate and --crf apply to video outputs only")
+    if output_format != 'video' and (bit_rate or crf is not None or yuv444):
+        raise InputError("--bitrate, --crf and --yuv444 apply to video outputs only")
     if bit_rate and crf is not None:
         raise InputError("give --bitrate or --crf, not both")
 
@@ -320,6 +324,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     quality = group.add_mutually_exclusive_group()
     quality.add_argument('--bitrate', type=parse_bit_rate, metavar='RATE', help='H.264 bit rate, e.g. 4M or 800k')
     quality.add_argument('--crf', type=float, help='H.264 constant quality, 0 (lossless) to 51; default 18')
+    group.add_argument('--yuv444', action='store_true',
+                       help='store full-resolution chroma (H.264 High 4:4:4: exact colours and sizes, but many '
+                            'players cannot play it); default yuv420p, odd sides padded by one pixel')
     group.add_argument('--no-audio', action='store_true', help="do not copy the source's audio into the videos")
     group.add_argument('--overwrite', action='store_true', help='replace existing outputs')
     group = parser.add_argument_group('performance')
@@ -357,6 +364,7 @@ def main(argv=None) -> None:
             preprocess_alignment=args.preprocess_alignment,
             bit_rate=args.bitrate,
             crf=args.crf,
+            yuv444=args.yuv444,
             audio=not args.no_audio,
             seq_chunk=args.seq_chunk,
             queue_size=args.queue_size,

@@ -182,3 +182,23 @@ def test_anamorphic_sources_keep_their_pixel_shape(tmp_path, checkpoint, resize,
     assert run('--video-src', take, '--bgr-first-frames', '1', '--output-dir', out, '--output-types', 'pha',
                '--disable-progress', *resize, *model_args(checkpoint)) == 0
     assert video_stream(out / 'pha.mp4')['sample_aspect_ratio'] == expected
+
+
+@needs_ffmpeg
+def test_odd_sizes_stay_yuv420p_padded_by_a_pixel_unless_yuv444_is_asked(tmp_path, checkpoint):
+    take = make_clip(tmp_path / 'odd.mkv', '-vf', 'format=rgb24,crop=321:181:0:0', '-c:v', 'ffv1', '-pix_fmt', 'yuv444p',
+                     size='322x182', frames=2)
+    outputs = {}
+    for name, extra in (('default', []), ('yuv444', ['--yuv444'])):
+        assert run('--video-src', take, '--bgr-first-frames', '1', '--output-dir', tmp_path / name, '--output-types',
+                   'fgr', '--disable-progress', *extra, *model_args(checkpoint)) == 0
+        outputs[name] = tmp_path / name / 'fgr.mp4'
+    stream = video_stream(outputs['default'])
+    assert (stream['pix_fmt'], stream['profile'], stream['width'], stream['height']) == ('yuv420p', 'High', 322, 182)
+    stream = video_stream(outputs['yuv444'])
+    assert (stream['pix_fmt'], stream['width'], stream['height']) == ('yuv444p', 321, 181)
+    padded, exact = ffmpeg_rgb(outputs['default']).astype(int), ffmpeg_rgb(outputs['yuv444']).astype(int)
+    # Every pixel where it was (lossy H.264 and 4:2:0 chroma apart), the last column and row repeated.
+    assert np.abs(padded[:, :181, :321] - exact).mean() < 3
+    assert np.abs(padded[:, :, 321] - padded[:, :, 320]).mean() < 3
+    assert np.abs(padded[:, 181] - padded[:, 180]).mean() < 3
