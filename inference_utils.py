@@ -1082,7 +1082,7 @@ class ImageSequenceWriter:
 
 
 class VideoWriter:
-    """Encodes frames with H.264 (libx264) through PyAV, optionally copying a source's audio.
+    """Encodes frames with H.264 (libx264) through PyAV, with the audio tracks of a source.
 
     The file is written under a temporary name in the same folder: `close()` renames it to `path`,
     `abort()` deletes it, so `path` never holds a half-written video.
@@ -1094,7 +1094,7 @@ class VideoWriter:
             time base and pts to keep its timing exactly (variable frame rate, audio sync).
         bit_rate: bits per second; None for constant quality `crf`.
         crf: x264 constant rate factor (0 lossless ... 51); DEFAULT_CRF if neither is given.
-        audio_source: a media file whose first audio stream is copied (not re-encoded), interleaved
+        audio_source: a media file whose audio tracks are all kept (see `SourceAudio`), interleaved
             by time with the video.
         colour: the colour description to convert RGB to YUV with and to store (matrix, primaries,
             transfer, range); default `output_colour(UNTAGGED, size)`, what players assume.
@@ -1103,6 +1103,8 @@ class VideoWriter:
             many players and browsers cannot play it. By default yuv420p, which every player plays:
             frames of odd width or height are padded by one pixel, their last column or row repeated
             (4:2:0 needs even sides), so that every pixel keeps its place and none is lost.
+    In MP4 and MOV files, times are exact: the movie's time scale (in which the edit lists that
+    place each track's start are written; FFmpeg's default is milliseconds) holds those of every track.
     """
 
     def __init__(self, path: str, frame_rate: Fraction, time_base: Optional[Fraction] = None,
@@ -1118,47 +1120,35 @@ class VideoWriter:
         # frame-grid time rounded to the input unit back on the grid (see `output_pts`).
         self.time_base = Fraction(1, math.lcm(self.input_time_base.denominator, self.frame_duration.denominator))
         self.temporary = temporary_path(path)
-        self.audio_input = self.audio_stream = self._audio_packets = self._pending = None
+        self.audio: Optional[SourceAudio] = None
+        self.container = None
         self._last_pts: Optional[int] = None
-        self.container = av.open(self.temporary, mode='w')
         try:
+            self.audio = SourceAudio(audio_source) if audio_source else None
+            self.container = av.open(self.temporary, mode='w', container_options=self._timescales())
             self.stream = self.container.add_stream('libx264', rate=Fraction(frame_rate))
             self.stream.codec_context.time_base = self.time_base
             if bit_rate:
                 self.stream.bit_rate = int(bit_rate)
             else:
                 self.stream.options = {'crf': str(DEFAULT_CRF if crf is None else crf)}
-            if audio_source:
-                self._open_audio(audio_source)
+            if self.audio:
+                self.audio.add_to(self.container)
         except BaseException:
             self.abort()
             raise
 
-    def _open_audio(self, source: str) -> None:
-        self.audio_input = av.open(source)
-        if not self.audio_input.streams.audio:
-            return
-        stream = self.audio_input.streams.audio[0]
-        self.audio_stream = self.container.add_stream_from_template(stream)
-        self._audio_packets = self.audio_input.demux(stream)
-
-    def _mux_audio_until(self, seconds: Optional[Fraction]) -> None:
-        """Copies the source's audio packets up to `seconds` (all of them for None)."""
-        while self._audio_packets is not None:
-            if self._pending is None:
-                self._pending = next(self._audio_packets, None)
-                if self._pending is None:
-                    self._audio_packets = None
-                    return
-                if self._pending.dts is None:  # the demuxer's final empty packet
-                    self._pending = None
-                    continue
-            packet = self._pending
-            if seconds is not None and packet.pts is not None and packet.pts * packet.time_base > seconds:
-                return
-            packet.stream = self.audio_stream
-            self.container.mux(packet)
-            self._pending = None
+    def _timescales(self) -> Dict[str, str]:
+        """MP4 / MOV muxer options: the video track's time scale (the muxer's own choice: our time
+        base, doubled up to at least 10000) and a movie time scale that holds it and the audio
+        tracks' (their sample rates), so that the edit lists place every track's start exactly."""
+        if os.path.splitext(self.path)[1].lower() not in ('.mp4', '.mov', '.m4v'):
+            return {}
+        video = self.time_base.denominator
+        while video < 10000:
+            video *= 2
+        movie = math.lcm(video, *(self.audio.rates if self.audio else []))
+        return {'video_track_timescale': str(video), 'movie_timescale': str(movie if movie < 2 ** 31 else video)}
 
     def write(self, frames: np.ndarray, pts: Sequence[int]) -> None:
         """frames: (T, H, W, C) uint8, C = 1 (gray) or 3 (RGB); pts: T times in the time base given
@@ -1169,7 +1159,8 @@ class VideoWriter:
             t = self.output_pts(int(t))
             if self._last_pts is not None and t <= self._last_pts:  # H.264 needs increasing times
                 t = self._last_pts + 1
-            self._mux_audio_until(t * self.time_base)
+            if self.audio:
+                self.audio.mux_until(self.container, t * self.time_base)
             frame = self.to_yuv(image)
             frame.pts, frame.time_base = t, self.time_base
             self.container.mux(self.stream.encode(frame))
@@ -1221,24 +1212,137 @@ class VideoWriter:
             raise InputError(f"{self.path}: no frames to write")
         try:
             self.container.mux(self.stream.encode())
-            self._mux_audio_until(None)
+            if self.audio:
+                self.audio.mux_until(self.container, None)
             self.container.close()
         except BaseException:
             self.abort()
             raise
-        if self.audio_input is not None:
-            self.audio_input.close()
+        if self.audio:
+            self.audio.close()
         os.replace(self.temporary, self.path)
 
     def abort(self) -> None:
         """Stops writing and deletes the unfinished file."""
-        for container in (self.container, self.audio_input):
-            if container is not None:
+        for closable in (self.container, self.audio):
+            if closable is not None:
                 try:
-                    container.close()
+                    closable.close()
                 except Exception:
                     pass
         remove_quietly(self.temporary)
+
+
+# Audio codecs that MP4 holds and players read, copied as they are. The others (PCM, Vorbis, ADPCM,
+# DTS, ...) are re-encoded as AAC: FFmpeg puts some in MP4 (PCM as 'ipcm'), but few players read them.
+MP4_AUDIO_CODECS = frozenset({'aac', 'mp3', 'ac3', 'eac3', 'alac', 'flac', 'opus'})
+AAC_BIT_RATE_PER_CHANNEL = 96_000
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+AAC_LAYOUTS = {1: 'mono', 2: 'stereo', 3: '3.0', 4: '4.0', 5: '5.0', 6: '5.1', 7: '6.1', 8: '7.1'}
+
+
+class AudioTrack(NamedTuple):
+    source: av.audio.stream.AudioStream
+    rate: int    # the output's sample rate, in whose samples the MP4 muxer times the track
+    copy: bool   # copied; else decoded and re-encoded as AAC
+
+
+class SourceAudio:
+    """The audio tracks of a media file, written beside a VideoWriter's video in time order.
+
+    Every track is kept: copied where MP4 holds the codec and players read it (`MP4_AUDIO_CODECS`),
+    else re-encoded as AAC (96 kb/s a channel, the same sample rate where AAC has it, else 48 kHz).
+    Copied packets are timed in samples, and the padding that the source marks to be dropped at the
+    end of a packet (Matroska's DiscardPadding, after Opus and MP3) is taken off its duration: the
+    MP4 edit list then ends the track where the source's decoders stop.
+
+    Args:
+        path: the media file; its video and other streams are ignored.
+    Attributes:
+        tracks: the `AudioTrack`s, in the source's order; rates: their output sample rates.
+    """
+
+    def __init__(self, path: str):
+        self.input = av.open(path)
+        self.tracks = []
+        for stream in self.input.streams.audio:
+            copy = stream.codec_context.codec.canonical_name in MP4_AUDIO_CODECS
+            rate = stream.sample_rate if copy or stream.sample_rate in AAC_RATES else 48000
+            self.tracks.append(AudioTrack(stream, rate, copy))
+        self.rates = [track.rate for track in self.tracks]
+        self._outputs: Dict[int, Tuple[AudioTrack, av.audio.stream.AudioStream]] = {}
+        self._packets = self.input.demux(*[track.source for track in self.tracks]) if self.tracks else iter(())
+        self._pending: Optional[av.Packet] = None
+        self._next_sample: Dict[int, int] = {}
+
+    def add_to(self, container: av.container.OutputContainer) -> None:
+        """Adds the tracks to `container`, before anything is written to it."""
+        for track in self.tracks:
+            if track.copy:
+                stream = container.add_stream_from_template(track.source)
+            else:
+                stream = container.add_stream('aac', rate=track.rate)
+                source = track.source.codec_context
+                known = not source.layout.name.endswith('channels')  # '3 channels': an order nobody stated
+                stream.layout = source.layout.name if known else AAC_LAYOUTS.get(source.channels, 'stereo')
+                stream.bit_rate = AAC_BIT_RATE_PER_CHANNEL * stream.codec_context.channels
+            self._outputs[track.source.index] = (track, stream)
+
+    def mux_until(self, container: av.container.OutputContainer, seconds: Optional[Fraction]) -> None:
+        """Writes the packets that start at or before `seconds` (all that are left for None)."""
+        while True:
+            if self._pending is None:
+                self._pending = next(self._packets, None)
+                if self._pending is None:
+                    break
+            packet = self._pending
+            if seconds is not None and packet.pts is not None and packet.pts * packet.time_base > seconds:
+                return
+            self._pending = None
+            track, stream = self._outputs[packet.stream.index]
+            if track.copy and packet.dts is not None:  # not the demuxer's final empty packet
+                container.mux(in_samples(packet, track.rate))
+            elif not track.copy:  # the final empty packet flushes the decoder
+                for frame in packet.decode():
+                    container.mux(stream.encode(self._timed(frame, track)))
+        if seconds is None:
+            for track, stream in self._outputs.values():
+                if not track.copy:
+                    container.mux(stream.encode(None))
+
+    def _timed(self, frame: av.AudioFrame, track: AudioTrack) -> av.AudioFrame:
+        """A decoded frame timed in samples at the output rate. Audio is continuous: a frame starts
+        where the one before ended, unless its own time says otherwise by more than the source's unit
+        (a gap), which in Matroska is a millisecond, too coarse to time samples by."""
+        index = track.source.index
+        expected = self._next_sample.get(index)
+        if frame.pts is not None:
+            own = round(frame.pts * frame.time_base * track.rate)
+            tolerance = math.ceil(frame.time_base * track.rate)
+            if expected is None or abs(own - expected) > tolerance:
+                expected = own
+        expected = expected or 0
+        frame.pts, frame.time_base = expected, Fraction(1, track.rate)
+        self._next_sample[index] = expected + round(frame.samples * Fraction(track.rate, frame.sample_rate))
+        return frame
+
+    def close(self) -> None:
+        self.input.close()
+
+
+def in_samples(packet: av.Packet, rate: int) -> av.Packet:
+    """An audio packet timed in samples at `rate` (1 / rate), its duration less the padding that its
+    container marks to be dropped at its end (skip-samples side data)."""
+    unit = Fraction(1, rate)
+    for name in ('pts', 'dts', 'duration'):
+        value = getattr(packet, name)
+        if value is not None:
+            setattr(packet, name, round(value * packet.time_base / unit))
+    if packet.duration and packet.has_sidedata('skip_samples'):
+        discard = int.from_bytes(bytes(packet.get_sidedata('skip_samples'))[4:8], 'little')
+        packet.duration = max(1, packet.duration - discard)
+    packet.time_base = unit
+    return packet
 
 
 # --------------------------------------------------------------------------- pipeline

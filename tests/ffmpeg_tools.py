@@ -7,6 +7,7 @@ Tests that use them carry `needs_ffmpeg`, which skips them, saying why, where th
 import json
 import shutil
 import subprocess
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -24,15 +25,16 @@ def ffmpeg(*args) -> None:
         raise RuntimeError(f"ffmpeg {' '.join(map(str, args))} failed: {result.stderr}")
 
 
-def make_clip(path, *encode, size='128x72', rate='25', frames=12, source='testsrc2', audio=None, before=()):
-    """A test clip of lavfi `source` (testsrc2: thin coloured lines and sharp colour edges), encoded
-    with the ffmpeg output options `encode`; `audio`: lavfi audio sources (e.g. 'sine=sample_rate=48000'),
-    one track each; `before`: options placed before the inputs."""
-    inputs = ['-f', 'lavfi', '-i', f'{source}=size={size}:rate={rate}']
+def make_clip(path, *encode, size='128x72', rate='25', frames=12, source='testsrc2', audio=None):
+    """A test clip of `frames` frames of lavfi `source` (testsrc2: thin coloured lines and sharp colour
+    edges), encoded with the ffmpeg output options `encode`; `audio`: lavfi audio sources, one track
+    each (e.g. 'sine=sample_rate=48000:duration=0.5')."""
+    duration = (frames - 0.5) / float(Fraction(rate))  # the source ends by itself: -frames:v would cut the audio
+    inputs = ['-f', 'lavfi', '-i', f'{source}=size={size}:rate={rate}:duration={duration:.6f}']
     for spec in ([audio] if isinstance(audio, str) else audio or []):
         inputs += ['-f', 'lavfi', '-i', spec]
     maps = [arg for i in range(len(inputs) // 4) for arg in ('-map', str(i))]
-    ffmpeg(*before, *inputs, *maps, '-frames:v', str(frames), '-shortest', *encode, path)
+    ffmpeg(*inputs, *maps, *encode, path)
     return path
 
 

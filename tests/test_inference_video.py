@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import inference_video
-from ffmpeg_tools import ffmpeg_rgb, make_clip, needs_ffmpeg, video_stream
+from ffmpeg_tools import ffmpeg_rgb, frame_times, make_clip, needs_ffmpeg, packet_times, probe, video_stream
 from inference_video import convert_video
 from model import MattingRefine
 from test_inference_utils import NTSC, clip_frames, leftovers, model_args, read_video, save_png, write_video
@@ -42,6 +42,26 @@ def run(*argv):
     except SystemExit as exit:
         return exit.code
     return 0
+
+
+def matte(take, out, checkpoint, *extra):
+    """Mattes a clip with its first frame as the plate into out/pha.mp4; returns the exit status."""
+    return run('--video-src', take, '--bgr-first-frames', '1', '--output-dir', out, '--output-types', 'pha',
+               '--disable-progress', *extra, *model_args(checkpoint))
+
+
+def decoded_audio_end(path, track=0):
+    """Where a file's audio track ends as ffprobe decodes it: the last frame's time plus its duration
+    (Matroska's decoders drop the padding the file marks)."""
+    last = probe(path, 'frame=pts_time,pkt_duration_time,duration_time', f'a:{track}')['frames'][-1]
+    return float(last['pts_time']) + float(last.get('pkt_duration_time', last.get('duration_time')))
+
+
+def stated_audio_end(path, track=0):
+    """Where an MP4 file's audio track ends as ffprobe reads its header: start plus duration (its edit
+    list's), the padding the track's end holds excluded."""
+    stream = probe(path, 'stream=start_time,duration', f'a:{track}')['streams'][0]
+    return float(stream['start_time']) + float(stream['duration'])
 
 
 def read_pngs(folder):
@@ -202,3 +222,51 @@ def test_odd_sizes_stay_yuv420p_padded_by_a_pixel_unless_yuv444_is_asked(tmp_pat
     assert np.abs(padded[:, :181, :321] - exact).mean() < 3
     assert np.abs(padded[:, :, 321] - padded[:, :, 320]).mean() < 3
     assert np.abs(padded[:, 181] - padded[:, 180]).mean() < 3
+
+
+@needs_ffmpeg
+def test_timestamps_equal_the_sources(tmp_path, checkpoint):
+    # B-frames and no edit list: the first frame is shown after the reorder delay, 0.066733 s.
+    bframes = make_clip(tmp_path / 'bframes.mp4', '-c:v', 'libx264', '-bf', '2', '-use_editlist', '0',
+                        rate='30000/1001', frames=6)
+    assert frame_times(bframes, 'v:0')[0] == '0.066733'
+    # MPEG-TS: times in 1/90000 s from 1.4 s, the audio ahead of the video.
+    ts = make_clip(tmp_path / 'take.ts', '-c:v', 'libx264', '-c:a', 'aac', audio='sine=sample_rate=48000:duration=0.5')
+    for take in (bframes, ts):
+        assert matte(take, tmp_path / take.stem, checkpoint) == 0
+        assert frame_times(tmp_path / take.stem / 'pha.mp4', 'v:0') == frame_times(take, 'v:0'), take.name
+    assert packet_times(tmp_path / 'take' / 'pha.mp4', 'a:0') == packet_times(ts, 'a:0')
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize('name, encode, rate', [
+    ('take.webm', ['-c:v', 'libvpx-vp9', '-deadline', 'realtime', '-cpu-used', '8', '-c:a', 'libopus'], 48000),
+    ('take.mkv', ['-c:v', 'libx264', '-c:a', 'libmp3lame'], 44100),
+])
+def test_copied_audio_keeps_its_times_and_trimmed_end(tmp_path, checkpoint, name, encode, rate):
+    # The encoders' padding at the end is marked to be dropped (Matroska's DiscardPadding).
+    take = make_clip(tmp_path / name, *encode, audio=f'sine=sample_rate={rate}:duration=0.5')
+    assert matte(take, tmp_path / 'out', checkpoint) == 0
+    ours, theirs = packet_times(tmp_path / 'out' / 'pha.mp4', 'a:0'), packet_times(take, 'a:0')
+    assert len(ours) == len(theirs)
+    # The source's times are in milliseconds; ours in samples.
+    assert max(abs(float(a[0]) - float(b[0])) for a, b in zip(ours, theirs)) <= 0.001
+    assert stated_audio_end(tmp_path / 'out' / 'pha.mp4') == pytest.approx(decoded_audio_end(take), abs=0.0015)
+
+
+@needs_ffmpeg
+def test_every_audio_track_is_kept_and_re_encoded_where_mp4_cannot_hold_it(tmp_path, checkpoint):
+    two_tracks = make_clip(tmp_path / 'two.mkv', '-c:v', 'libx264', '-c:a:0', 'pcm_s16le', '-ac:a:0', '2',
+                           '-c:a:1', 'flac', audio=['sine=sample_rate=48000:duration=0.5',
+                                                    'sine=frequency=660:sample_rate=44100:duration=0.5'])
+    camera = make_clip(tmp_path / 'camera.avi', '-c:v', 'mjpeg', '-c:a', 'pcm_u8',
+                       audio='sine=sample_rate=22050:duration=0.5')
+    expected = {two_tracks: [('aac', '48000', 2), ('flac', '44100', 1)], camera: [('aac', '22050', 1)]}
+    for take, tracks in expected.items():
+        out = tmp_path / take.stem
+        assert matte(take, out, checkpoint) == 0
+        streams = probe(out / 'pha.mp4', select='a')['streams']
+        assert [(s['codec_name'], s['sample_rate'], s['channels']) for s in streams] == tracks, take.name
+        for track in range(len(tracks)):  # as long as the source's, within an AAC frame's rounding
+            assert stated_audio_end(out / 'pha.mp4', track) == pytest.approx(decoded_audio_end(take, track), abs=0.002)
+    assert not leftovers(tmp_path)
