@@ -833,12 +833,13 @@ class VideoReader:
         resize: (W, H) of the upright frames, or None.
     Attributes:
         size (W, H) of the frames given, frame_rate (exact Fraction), time_base (of the pts),
-        num_frames (None when the container does not say), has_audio, rotation (degrees,
+        num_frames (as the container declares it; None when it does not say), has_audio, rotation (degrees,
         counter-clockwise, as stored), colour (`Colour`: the source's colour description, as its
         first frame states it), sample_aspect_ratio (the shape of the pixels given, width / height:
         the stored one turned with the frames and stretched by `resize`, so that the picture keeps
         its displayed shape).
-    Iterating (once) gives `Frame`s with the stream's own presentation times.
+    Iterating (once) gives `Frame`s with the stream's own presentation times, and warns at the end
+    when fewer frames could be decoded than the container declares.
     """
 
     def __init__(self, path: str, resize: Optional[Tuple[int, int]] = None):
@@ -890,12 +891,17 @@ class VideoReader:
         step = max(1, round(1 / (self.frame_rate * self.time_base)))
         pts = None
         to_rgb = FFmpegRGB()
-        for index, frame in enumerate(itertools.chain([first], self._decoded)):
+        count = 0
+        for count, frame in enumerate(itertools.chain([first], self._decoded), start=1):
             pts = frame.pts if frame.pts is not None else (0 if pts is None else pts + step)
             image = to_rgb(frame)
             if self._quarter_turns:
                 image = np.ascontiguousarray(np.rot90(image, self._quarter_turns))
-            yield Frame(resize_image(image, self.resize) if self.resize else image, pts, f"{index:05d}")
+            yield Frame(resize_image(image, self.resize) if self.resize else image, pts, f"{count - 1:05d}")
+        if self.num_frames and count < self.num_frames:
+            # FFmpeg stops quietly where the data ends (a copy cut short, a recording that crashed).
+            warn(f"{self.path}: its header declares {self.num_frames} frames but only {count} could be decoded: "
+                 "is the file truncated?")
 
     def close(self) -> None:
         self.container.close()

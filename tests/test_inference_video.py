@@ -206,8 +206,8 @@ def test_anamorphic_sources_keep_their_pixel_shape(tmp_path, checkpoint, resize,
 
 @needs_ffmpeg
 def test_odd_sizes_stay_yuv420p_padded_by_a_pixel_unless_yuv444_is_asked(tmp_path, checkpoint):
-    take = make_clip(tmp_path / 'odd.mkv', '-vf', 'format=rgb24,crop=321:181:0:0', '-c:v', 'ffv1', '-pix_fmt', 'yuv444p',
-                     size='322x182', frames=2)
+    take = make_clip(tmp_path / 'odd.mkv', '-vf', 'format=rgb24,crop=321:181:0:0', '-c:v', 'ffv1',
+                     '-pix_fmt', 'yuv444p', size='322x182', frames=2)
     outputs = {}
     for name, extra in (('default', []), ('yuv444', ['--yuv444'])):
         assert run('--video-src', take, '--bgr-first-frames', '1', '--output-dir', tmp_path / name, '--output-types',
@@ -270,3 +270,16 @@ def test_every_audio_track_is_kept_and_re_encoded_where_mp4_cannot_hold_it(tmp_p
         for track in range(len(tracks)):  # as long as the source's, within an AAC frame's rounding
             assert stated_audio_end(out / 'pha.mp4', track) == pytest.approx(decoded_audio_end(take, track), abs=0.002)
     assert not leftovers(tmp_path)
+
+
+@needs_ffmpeg
+def test_a_truncated_video_is_matted_with_a_warning_naming_both_counts(tmp_path, checkpoint, capsys):
+    whole = make_clip(tmp_path / 'whole.mp4', '-c:v', 'libx264', '-movflags', '+faststart', rate='24', frames=48)
+    data = whole.read_bytes()
+    (tmp_path / 'cut.mp4').write_bytes(data[:len(data) // 2])  # the header, which declares 48 frames, and half the rest
+    capsys.readouterr()
+    assert matte(tmp_path / 'cut.mp4', tmp_path / 'out', checkpoint) == 0
+    written = len(frame_times(tmp_path / 'out' / 'pha.mp4', 'v:0'))
+    assert 0 < written < 48
+    err = capsys.readouterr().err
+    assert re.search(rf"cut\.mp4: .*declares 48 frames but only {written} could be decoded", err), err
