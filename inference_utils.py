@@ -20,6 +20,7 @@ import math
 import os
 import queue
 import re
+import shutil
 import sys
 import threading
 import time
@@ -1066,25 +1067,53 @@ DEFAULT_CRF = 18  # x264 constant quality: 0 lossless, 18 visually lossless, 23 
 
 
 class ImageSequenceWriter:
-    """Writes frames as PNG files, named after their source frames, into a folder (created if missing).
+    """Writes frames as PNG files, named after their source frames, into a folder.
 
-    Each file is written under a temporary name and renamed: a file is either complete or absent.
+    The frames go into a hidden folder beside it (`.<name>.<random>.partial`), which `close()` puts
+    in the folder's place once every frame is written: a stopped or failed run (`abort()` deletes the
+    hidden folder) leaves the folder as it was, and a replaced folder keeps no frame of an earlier run.
+
+    Args:
+        folder: the sequence's folder (its parent is created if missing).
+        overwrite: replace an existing folder with all it holds (deleted once the new one is in
+            place); without it, only a missing or empty folder is written.
     """
 
-    def __init__(self, folder: str):
-        self.folder = folder
-        os.makedirs(folder, exist_ok=True)
+    def __init__(self, folder: str, overwrite: bool = False):
+        self.folder, self.overwrite = os.path.normpath(folder), overwrite
+        self.temporary = temporary_path(self.folder)
+        os.makedirs(self.temporary)
 
     def write(self, frames: np.ndarray, names: Sequence[str]) -> None:
         """frames: (T, H, W, C) uint8, C = 1, 3 or 4; names: T file names without extension."""
         for image, name in zip(frames, names):
-            save_image(image, os.path.join(self.folder, name + '.png'))
+            save_image(image, os.path.join(self.temporary, name + '.png'))
 
     def close(self) -> None:
-        pass
+        """Puts the finished sequence in the folder's place."""
+        try:
+            if os.path.isdir(self.folder) and os.listdir(self.folder):
+                if not self.overwrite:
+                    raise InputError(f"{self.folder} is not empty; pass --overwrite to replace it")
+                earlier = temporary_path(self.folder)
+                os.rename(self.folder, earlier)
+                try:
+                    os.rename(self.temporary, self.folder)
+                except OSError:
+                    os.rename(earlier, self.folder)
+                    raise
+                shutil.rmtree(earlier)
+            else:
+                if os.path.isdir(self.folder):
+                    os.rmdir(self.folder)
+                os.rename(self.temporary, self.folder)
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
-        pass
+        """Deletes the unfinished sequence; the folder stays as it was."""
+        shutil.rmtree(self.temporary, ignore_errors=True)
 
 
 class VideoWriter:

@@ -34,7 +34,8 @@ copied unless --no-audio):
     OUT/composite/ RGB over --replacement-background when one is given.
 
 Existing outputs (a video file, or a non-empty frame folder) are not replaced unless --overwrite is
-given; videos are written under a temporary name and renamed once complete.
+given; videos and frame folders are written under a hidden temporary name and put in place once
+complete, so a replaced frame folder keeps no frame of an earlier run.
 """
 import argparse
 import contextlib
@@ -94,7 +95,7 @@ def convert_video(model: nn.Module,
     Args:
         model: MattingBase or MattingRefine, or a TorchScript module of one, in eval mode.
         input_source: a video file, or a folder of frames.
-        output_dir: where the outputs go (created if missing; nothing in it is deleted).
+        output_dir: where the outputs go (created if missing; nothing else in it is touched).
         clean_plate: an image, or a video giving the plate of each frame.
         clean_plate_frames: instead of clean_plate, the median of the first N input frames (the
             subject enters later); those frames are matted too.
@@ -111,7 +112,8 @@ def convert_video(model: nn.Module,
         audio: copy the source's audio track into the videos.
         seq_chunk: frames given to the model at once.
         queue_size: chunks read ahead and waiting to be written, per stage.
-        overwrite: replace existing outputs instead of refusing.
+        overwrite: replace existing outputs (a video file, or a frame folder with all it holds)
+            instead of refusing.
         progress: show a progress bar.
         device, dtype: where and in which precision the model runs; default those of its weights.
     Returns:
@@ -160,7 +162,7 @@ def convert_video(model: nn.Module,
                                                 colour=output_colour(source.colour, source.size),
                                                 sample_aspect_ratio=source.sample_aspect_ratio, yuv444=yuv444)
                 else:
-                    writers[kind] = ImageSequenceWriter(path)
+                    writers[kind] = ImageSequenceWriter(path, overwrite=overwrite)
 
             def compute(chunk: Chunk):
                 images = matting(chunk.src, chunk.bgr, chunk.background,

@@ -12,6 +12,7 @@ from PIL import Image
 
 import inference_video
 from ffmpeg_tools import ffmpeg_rgb, frame_times, make_clip, needs_ffmpeg, packet_times, probe, video_stream
+from inference_utils import ImageSequenceWriter
 from inference_video import convert_video
 from model import MattingRefine
 from test_inference_utils import NTSC, clip_frames, leftovers, model_args, read_video, save_png, write_video
@@ -283,3 +284,24 @@ def test_a_truncated_video_is_matted_with_a_warning_naming_both_counts(tmp_path,
     assert 0 < written < 48
     err = capsys.readouterr().err
     assert re.search(rf"cut\.mp4: .*declares 48 frames but only {written} could be decoded", err), err
+
+
+def test_overwriting_a_frame_folder_leaves_no_stale_frames(tmp_path, checkpoint):
+    _, frames = clip_frames(6)
+    write_video(tmp_path / 'long.mp4', frames, audio=False)
+    write_video(tmp_path / 'short.mp4', frames[:3], audio=False)
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'notes.txt').write_text('mine')
+    common = ['--output-dir', out, '--output-format', 'png', '--output-types', 'pha', '--bgr-first-frames', '1',
+              '--disable-progress', *model_args(checkpoint)]
+    assert run('--video-src', tmp_path / 'long.mp4', *common) == 0
+    assert len(os.listdir(out / 'pha')) == 6
+    assert run('--video-src', tmp_path / 'short.mp4', *common, '--overwrite') == 0
+    assert sorted(os.listdir(out / 'pha')) == ['00000.png', '00001.png', '00002.png']
+    # A run stopped half-way leaves the folder as it was, and nothing beside it.
+    writer = ImageSequenceWriter(str(out / 'pha'), overwrite=True)
+    writer.write(np.zeros((2, 96, 160, 1), np.uint8), ['00000', '00001'])
+    writer.abort()
+    assert sorted(os.listdir(out / 'pha')) == ['00000.png', '00001.png', '00002.png']
+    assert sorted(os.listdir(out)) == ['notes.txt', 'pha'] and (out / 'notes.txt').read_text() == 'mine'
