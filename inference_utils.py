@@ -21,6 +21,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -210,17 +211,36 @@ def warn(message: str) -> None:
     tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `kill`, Slurm and job time limits send), raised as an interruption so that it
+    unwinds like Ctrl-C: the writers remove their unfinished files on the way out."""
+
+
+def _raise_terminated(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+    raise Terminated()
+
+
 def exit_on_user_error(prog: str, run: Callable[[], None]) -> None:
     """Calls `run()`; a user error ends the script with 'prog: error: message' and exit status 1, an
-    interruption (Ctrl-C) with status 130. Writers have removed their partial files by then."""
+    interruption with status 130 (Ctrl-C, SIGINT) or 143 (SIGTERM, which is handled like SIGINT
+    while `run` runs). Writers have removed their partial files by then."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # where Python runs signal handlers
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         run()
     except USER_ERRORS as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; unfinished output files were removed", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as interruption:
+        terminated = isinstance(interruption, Terminated)
+        print(f"{prog}: {'terminated' if terminated else 'interrupted'}; unfinished output files were removed",
+              file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def parse_size(values: Optional[Sequence[int]], option: str) -> Optional[Tuple[int, int]]:

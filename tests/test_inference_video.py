@@ -3,6 +3,10 @@ ffmpeg command line; the outputs are read with FFmpeg's own ffprobe and ffmpeg w
 reference (tests marked `needs_ffmpeg`)."""
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -305,3 +309,27 @@ def test_overwriting_a_frame_folder_leaves_no_stale_frames(tmp_path, checkpoint)
     writer.abort()
     assert sorted(os.listdir(out / 'pha')) == ['00000.png', '00001.png', '00002.png']
     assert sorted(os.listdir(out)) == ['notes.txt', 'pha'] and (out / 'notes.txt').read_text() == 'mine'
+
+
+def test_sigterm_removes_unfinished_outputs_and_exits_non_zero(tmp_path, checkpoint):
+    # What `kill` and Slurm send: the run stops as after Ctrl-C, its writers removing their files.
+    plate, frames = clip_frames(2, width=64, height=48)
+    write_video(tmp_path / 'long.mp4', frames * 150, audio=False)
+    save_png(tmp_path / 'plate.png', plate)
+    out = tmp_path / 'out'
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, 'inference_video.py'), '--video-src', tmp_path / 'long.mp4', '--video-bgr',
+         tmp_path / 'plate.png', '--output-dir', out, '--output-types', 'com', 'pha', '--disable-progress',
+         *model_args(checkpoint)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not leftovers(tmp_path) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert leftovers(tmp_path), 'the run wrote no partial file before it ended'
+        process.send_signal(signal.SIGTERM)
+        err = process.communicate(timeout=60)[1]
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert 'terminated' in err and 'Traceback' not in err, err
+    assert not leftovers(tmp_path) and os.listdir(out) == []
