@@ -85,6 +85,25 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bo
                                 'often faster, e.g. on CPU')
 
 
+REPOSITORY = os.path.dirname(os.path.abspath(__file__))
+# The bundled demonstration model (see the README), what the scripts run without --model-checkpoint.
+DEMO_CHECKPOINT = os.path.join(REPOSITORY, 'weights', 'mattingrefine_mobilenetv2_synthetic_fp16.pth')
+DEMO_BACKBONE = 'mobilenetv2'
+
+
+def default_to_demo_checkpoint(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Without --model-checkpoint, the bundled demonstration model, said on stdout; other backbones
+    than its own need a checkpoint (an argparse error, exit status 2)."""
+    if args.model_checkpoint is not None:
+        return
+    if args.model_backbone != DEMO_BACKBONE:
+        parser.error(f'--model-checkpoint is required with --model-backbone {args.model_backbone} (the '
+                     f'bundled demonstration model has a {DEMO_BACKBONE} backbone)')
+    args.model_checkpoint = DEMO_CHECKPOINT
+    print(f"Using the bundled demonstration model {os.path.relpath(DEMO_CHECKPOINT)} (trained on synthetic "
+          "data only; pass --model-checkpoint with official BGMv2 weights for real photos)")
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' picks CUDA when present; an explicit device that does not exist is an error."""
     if name == 'auto':

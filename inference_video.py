@@ -16,6 +16,9 @@ Example:
         --output-types com pha fgr \\
         --video-target-bgr beach.mp4
 
+Without --model-checkpoint, the bundled demonstration model (MobileNetV2, trained on synthetic data)
+is used.
+
 From Python, the same with a loaded model (or a TorchScript module):
 
     from inference_video import convert_video
@@ -52,10 +55,10 @@ from tqdm import tqdm
 
 from inference_utils import (COMPOSITE, DEFAULT_COMPOSITE_COLOUR, OUTPUT_TYPES, ImageSequenceWriter, InputError,
                              Matting, ReplacementBackground, Throughput, VideoReader, VideoWriter,
-                             add_model_arguments, align_plate, check_not_existing, check_plate, exit_on_user_error,
-                             is_image_file, load_model_or_exit, median_plate, model_device_dtype, open_clip,
-                             output_colour, parse_bit_rate, parse_frame_rate, parse_size, prepare_output_dir,
-                             read_image, run_pipeline, warn)
+                             add_model_arguments, align_plate, check_not_existing, check_plate,
+                             default_to_demo_checkpoint, exit_on_user_error, is_image_file, load_model_or_exit,
+                             median_plate, model_device_dtype, open_clip, output_colour, parse_bit_rate,
+                             parse_frame_rate, parse_size, prepare_output_dir, read_image, run_pipeline, warn)
 
 DEFAULT_OUTPUT_TYPES = ('com', 'pha', 'fgr')
 OUTPUT_FORMATS = ('video', 'png')
@@ -296,7 +299,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                      description='Matting of a video or an image sequence (BGMv2).',
                                      epilog=__doc__.split('\n\n', 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(parser)
+    add_model_arguments(parser, checkpoint_required=False)
     group = parser.add_argument_group('input')
     group.add_argument('--video-src', '--src', dest='src', required=True, metavar='PATH',
                        help='a video file, or a folder of frames')
@@ -350,6 +353,7 @@ def main(argv=None) -> None:
         parser.error('--bgr-first-frames must be positive, --seq-chunk and --queue-size at least 1')
     if args.crf is not None and not 0 <= args.crf <= 51:
         parser.error(f'--crf {args.crf:g}: expected 0 (lossless) to 51')
+    default_to_demo_checkpoint(args, parser)
 
     def run():
         resize = parse_size(args.video_resize, '--video-resize')

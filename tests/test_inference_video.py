@@ -16,7 +16,7 @@ from PIL import Image
 
 import inference_video
 from ffmpeg_tools import ffmpeg_rgb, frame_times, make_clip, needs_ffmpeg, packet_times, probe, video_stream
-from inference_utils import ImageSequenceWriter
+from inference_utils import DEMO_CHECKPOINT, ImageSequenceWriter
 from inference_video import convert_video
 from model import MattingRefine
 from test_inference_utils import NTSC, clip_frames, leftovers, model_args, read_video, save_png, write_video
@@ -24,8 +24,7 @@ from test_inference_utils import NTSC, clip_frames, leftovers, model_args, read_
 FRAMES = 8
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The bundled model: a matte of 0 where the frame is its clean plate, so a composite shows the background.
-DEMO_MODEL = ['--model-checkpoint', os.path.join(ROOT, 'weights', 'mattingrefine_mobilenetv2_synthetic_fp16.pth'),
-              '--device', 'cpu']
+DEMO_MODEL = ['--model-checkpoint', DEMO_CHECKPOINT, '--device', 'cpu']
 BT709 = dict(color_space='bt709', color_primaries='bt709', color_transfer='bt709', color_range='tv')
 BT601 = dict(color_space='smpte170m', color_primaries='smpte170m', color_transfer='smpte170m', color_range='tv')
 
@@ -333,3 +332,16 @@ def test_sigterm_removes_unfinished_outputs_and_exits_non_zero(tmp_path, checkpo
     assert process.returncode == 128 + signal.SIGTERM, err
     assert 'terminated' in err and 'Traceback' not in err, err
     assert not leftovers(tmp_path) and os.listdir(out) == []
+
+
+def test_the_bundled_model_is_the_default_checkpoint(tmp_path, capsys):
+    plate, frames = clip_frames(2)
+    write_video(tmp_path / 'take.mp4', frames, audio=False)
+    save_png(tmp_path / 'plate.png', plate)
+    common = ['--video-src', tmp_path / 'take.mp4', '--video-bgr', tmp_path / 'plate.png', '--output-types', 'pha',
+              '--disable-progress', '--device', 'cpu']
+    assert run(*common, '--output-dir', tmp_path / 'out') == 0
+    assert 'bundled demonstration model' in capsys.readouterr().out
+    assert len(read_video(tmp_path / 'out' / 'pha.mp4')[0]) == 2
+    assert run(*common, '--output-dir', tmp_path / 'other', '--model-backbone', 'resnet50') == 2
+    assert '--model-checkpoint is required with --model-backbone resnet50' in capsys.readouterr().err
