@@ -16,7 +16,7 @@ from PIL import Image
 
 import inference_video
 from ffmpeg_tools import ffmpeg_rgb, frame_times, make_clip, needs_ffmpeg, packet_times, probe, video_stream
-from inference_utils import DEMO_CHECKPOINT, ImageSequenceWriter
+from inference_utils import DEMO_CHECKPOINT, ImageSequenceWriter, small_input_warning
 from inference_video import convert_video
 from model import MattingRefine
 from test_inference_utils import NTSC, clip_frames, leftovers, model_args, read_video, save_png, write_video
@@ -345,3 +345,17 @@ def test_the_bundled_model_is_the_default_checkpoint(tmp_path, capsys):
     assert len(read_video(tmp_path / 'out' / 'pha.mp4')[0]) == 2
     assert run(*common, '--output-dir', tmp_path / 'other', '--model-backbone', 'resnet50') == 2
     assert '--model-checkpoint is required with --model-backbone resnet50' in capsys.readouterr().err
+
+
+def test_frames_too_small_for_the_backbone_scale_are_warned_about_once(clip, checkpoint, tmp_path, capsys):
+    # 160x96 at the default scale 0.25: the base network sees 40x24, where the bundled model's matte
+    # holds 3 % of the subject (scripts/base_input_sizes.py).
+    args = model_args(checkpoint)
+    args[args.index('--model-backbone-scale') + 1] = '0.25'
+    assert run('--video-src', clip / 'take.mp4', '--video-bgr', clip / 'plate.png', '--output-dir', tmp_path / 'out',
+               '--output-types', 'pha', '--disable-progress', *args) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if 'base network' in line]
+    assert len(warnings) == 1 and '160x96' in warnings[0] and '--model-backbone-scale 0.5' in warnings[0], warnings
+    hd = MattingRefine('mobilenetv2', backbone_scale=0.25)
+    assert small_input_warning(hd, 720, 1280) is None and small_input_warning(hd, 1280, 720) is None
+    assert 'larger frames' in small_input_warning(MattingRefine('mobilenetv2', backbone_scale=0.5), 96, 160)
