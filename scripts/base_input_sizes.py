@@ -39,7 +39,8 @@ def main() -> None:
     rows = defaultdict(list)  # base-input height -> (found, on subject, mse)
     for scale in args.scales:
         # MattingBase is the base network on the full frame: scale 1.
-        model = (MattingBase('mobilenetv2') if scale == 1 else MattingRefine('mobilenetv2', backbone_scale=scale)).eval()
+        model = MattingBase('mobilenetv2') if scale == 1 else MattingRefine('mobilenetv2', backbone_scale=scale)
+        model.eval()
         load_checkpoint(model, DEMO_CHECKPOINT)
         for height in args.heights:
             for src, bgr, true in pairs:
