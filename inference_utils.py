@@ -3,12 +3,15 @@
 - model: how a model is described on the command line and loaded, the device and precision it runs
   in (`add_model_arguments`, `load_model`), and `Matting`, which turns uint8 frames into the uint8
   images that are written (`com`, `pha`, `fgr`, `err`, `ref`, `composite`).
-- user errors and messages: `InputError`, `warn`.
+- user errors and messages: `InputError`, `warn`, `exit_on_user_error` (SIGTERM handled like Ctrl-C).
 - files: image and folder listing, pairing of sources with clean plates, safe (atomic) writing.
 - clean plates: `check_plate` (does the plate look right?) and `align_plate` (ORB + RANSAC).
-- readers: `read_image`, `ImageSequenceReader`, `VideoReader` (PyAV), `Capture` (OpenCV, threaded),
-  `ReplacementBackground` (a colour, an image or a looped video).
-- writers: `save_image`, `ImageSequenceWriter`, `VideoWriter` (H.264 through PyAV, audio copied).
+- colour: `Colour`, how YUV video maps to colours, and `output_colour`, what outputs are tagged with.
+- readers: `read_image`, `ImageSequenceReader`, `VideoReader` (PyAV, converted to RGB as the ffmpeg
+  command line does: `FFmpegRGB`), `Capture` (OpenCV, threaded), `ReplacementBackground` (a colour,
+  an image or a looped video).
+- writers: `save_image`, `ImageSequenceWriter` (swapped in when complete), `VideoWriter` (H.264
+  through PyAV, with every audio track of the source: `SourceAudio`).
 - pipeline: `run_pipeline` reads, computes and writes at the same time through bounded queues.
 
 Images cross these functions as numpy arrays: (H, W, 3) uint8 RGB, 0 ~ 255, or (T, H, W, C) for a

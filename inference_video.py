@@ -28,8 +28,8 @@ Input: a video file, or a folder of frames (--frame-rate, default 30). Clean pla
 video (frame by frame), or --bgr-first-frames N: the median of the first N frames, shot before the
 subject enters. Rotation metadata is applied: frames are matted and written upright.
 
-Outputs, --output-format video (H.264, the source's exact frame rate and timestamps, its audio
-copied unless --no-audio):
+Outputs, --output-format video (H.264 yuv420p with the source's exact timestamps, colour description
+and pixel shape, and its audio tracks unless --no-audio):
     OUT/com.mp4  the foreground over --replacement-background (default the original's green)
     OUT/pha.mp4, OUT/fgr.mp4, OUT/err.mp4, OUT/ref.mp4
 --output-format png (image sequences named after the source frames, 00000.png... for a video):
@@ -112,7 +112,8 @@ def convert_video(model: nn.Module,
         bit_rate, crf: H.264 bits per second, or constant quality (default crf 18); video only.
         yuv444: store full-resolution chroma (H.264 High 4:4:4) instead of yuv420p, which every
             player plays and for which odd sides are padded by a pixel (see `VideoWriter`).
-        audio: copy the source's audio track into the videos.
+        audio: keep the source's audio tracks in the videos (copied, or re-encoded as AAC where MP4
+            players cannot read the codec).
         seq_chunk: frames given to the model at once.
         queue_size: chunks read ahead and waiting to be written, per stage.
         overwrite: replace existing outputs (a video file, or a frame folder with all it holds)
@@ -332,7 +333,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument('--yuv444', action='store_true',
                        help='store full-resolution chroma (H.264 High 4:4:4: exact colours and sizes, but many '
                             'players cannot play it); default yuv420p, odd sides padded by one pixel')
-    group.add_argument('--no-audio', action='store_true', help="do not copy the source's audio into the videos")
+    group.add_argument('--no-audio', action='store_true', help="leave the source's audio tracks out of the videos")
     group.add_argument('--overwrite', action='store_true', help='replace existing outputs')
     group = parser.add_argument_group('performance')
     group.add_argument('--seq-chunk', type=int, default=1, help='frames given to the model at once (default 1)')
