@@ -914,11 +914,11 @@ class VideoReader:
         resize: (W, H) of the upright frames, or None.
     Attributes:
         size (W, H) of the frames given, frame_rate (exact Fraction), time_base (of the pts),
-        num_frames (as the container declares it; None when it does not say), has_audio, rotation (degrees,
-        counter-clockwise, as stored), colour (`Colour`: the source's colour description, as its
-        first frame states it), sample_aspect_ratio (the shape of the pixels given, width / height:
-        the stored one turned with the frames and stretched by `resize`, so that the picture keeps
-        its displayed shape).
+        num_frames (as the container declares it; None when it does not say), has_audio, rotation
+        (degrees, counter-clockwise, as stored), colour (`Colour`: the source's colour description,
+        as its first frame states it), sample_aspect_ratio (the shape of the pixels given, width /
+        height: the stored one turned with the frames and stretched by `resize`, so that the
+        picture keeps its displayed shape).
     Iterating (once) gives `Frame`s with the stream's own presentation times, and warns at the end
     when fewer frames could be decoded than the container declares.
     """
