@@ -45,13 +45,12 @@ from tqdm import tqdm
 from common.files import check_folder_can_be_made
 from common.shards import parse_shard
 from inference_utils import (COMPOSITE, OUTPUT_TYPES, InputError, Matting, Pairing, ReplacementBackground, Throughput,
-                             add_model_arguments, align_plate, check_not_existing,
+                             add_model_arguments, align_plate, check_not_existing, default_to_demo_checkpoint,
                              check_plate, exit_on_user_error, image_size, load_model_or_exit, pair_images,
                              prepare_output_dir, read_image, run_pipeline, save_images, warn)
 
 DEFAULT_OUTPUT_TYPES = ['com', 'pha', 'fgr']
 REPOSITORY = os.path.dirname(os.path.abspath(__file__))
-DEMO_CHECKPOINT = os.path.join(REPOSITORY, 'weights', 'mattingrefine_mobilenetv2_synthetic_fp16.pth')
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -226,13 +225,7 @@ def apply_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if args.src is None:
         args.src, args.bgr = os.path.join(REPOSITORY, 'samples', 'src'), os.path.join(REPOSITORY, 'samples', 'bgr')
         name = 'samples'
-    if args.model_checkpoint is None:
-        if args.model_backbone != 'mobilenetv2':
-            parser.error(f'--model-checkpoint is required with --model-backbone {args.model_backbone} (the '
-                         'bundled demonstration model has a mobilenetv2 backbone)')
-        args.model_checkpoint = DEMO_CHECKPOINT
-        print(f"Using the bundled demonstration model {os.path.relpath(DEMO_CHECKPOINT)} (trained on synthetic "
-              "data only; pass --model-checkpoint with official BGMv2 weights for real photos)")
+    default_to_demo_checkpoint(args, parser)
     if args.shard and args.output_dir is None:
         parser.error('--shard needs --output-dir: every task of the job writes into the same folder')
     if args.output_dir is None:

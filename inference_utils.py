@@ -3,12 +3,15 @@
 - model: how a model is described on the command line and loaded, the device and precision it runs
   in (`add_model_arguments`, `load_model`), and `Matting`, which turns uint8 frames into the uint8
   images that are written (`com`, `pha`, `fgr`, `err`, `ref`, `composite`).
-- user errors and messages: `InputError`, `warn`.
+- user errors and messages: `InputError`, `warn`, `exit_on_user_error` (SIGTERM handled like Ctrl-C).
 - files: image and folder listing, pairing of sources with clean plates, safe (atomic) writing.
 - clean plates: `check_plate` (does the plate look right?) and `align_plate` (ORB + RANSAC).
-- readers: `read_image`, `ImageSequenceReader`, `VideoReader` (PyAV), `Capture` (OpenCV, threaded),
-  `ReplacementBackground` (a colour, an image or a looped video).
-- writers: `save_image`, `ImageSequenceWriter`, `VideoWriter` (H.264 through PyAV, audio copied).
+- colour: `Colour`, how YUV video maps to colours, and `output_colour`, what outputs are tagged with.
+- readers: `read_image`, `ImageSequenceReader`, `VideoReader` (PyAV, converted to RGB as the ffmpeg
+  command line does: `FFmpegRGB`), `Capture` (OpenCV, threaded), `ReplacementBackground` (a colour,
+  an image or a looped video).
+- writers: `save_image`, `ImageSequenceWriter` (swapped in when complete), `VideoWriter` (H.264
+  through PyAV, with every audio track of the source: `SourceAudio`).
 - pipeline: `run_pipeline` reads, computes and writes at the same time through bounded queues.
 
 Images cross these functions as numpy arrays: (H, W, 3) uint8 RGB, 0 ~ 255, or (T, H, W, C) for a
@@ -20,6 +23,8 @@ import math
 import os
 import queue
 import re
+import shutil
+import signal
 import sys
 import threading
 import time
@@ -32,6 +37,7 @@ import av
 import cv2
 import numpy as np
 import torch
+from av.video.reformatter import Interpolation
 from PIL import Image, ImageColor
 from torch import nn
 from torch.nn import functional as F
@@ -82,6 +88,25 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bo
         group.add_argument('--channels-last', action='store_true',
                            help='store the weights channels-last (the frames already are): the same model, '
                                 'often faster, e.g. on CPU')
+
+
+REPOSITORY = os.path.dirname(os.path.abspath(__file__))
+# The bundled demonstration model (see the README), what the scripts run without --model-checkpoint.
+DEMO_CHECKPOINT = os.path.join(REPOSITORY, 'weights', 'mattingrefine_mobilenetv2_synthetic_fp16.pth')
+DEMO_BACKBONE = 'mobilenetv2'
+
+
+def default_to_demo_checkpoint(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Without --model-checkpoint, the bundled demonstration model, said on stdout; other backbones
+    than its own need a checkpoint (an argparse error, exit status 2)."""
+    if args.model_checkpoint is not None:
+        return
+    if args.model_backbone != DEMO_BACKBONE:
+        parser.error(f'--model-checkpoint is required with --model-backbone {args.model_backbone} (the '
+                     f'bundled demonstration model has a {DEMO_BACKBONE} backbone)')
+    args.model_checkpoint = DEMO_CHECKPOINT
+    print(f"Using the bundled demonstration model {os.path.relpath(DEMO_CHECKPOINT)} (trained on synthetic "
+          "data only; pass --model-checkpoint with official BGMv2 weights for real photos)")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -211,17 +236,36 @@ def warn(message: str) -> None:
     tqdm.write(f"warning: {message}", file=sys.stderr)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `kill`, Slurm and job time limits send), raised as an interruption so that it
+    unwinds like Ctrl-C: the writers remove their unfinished files on the way out."""
+
+
+def _raise_terminated(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the clean-up short
+    raise Terminated()
+
+
 def exit_on_user_error(prog: str, run: Callable[[], None]) -> None:
     """Calls `run()`; a user error ends the script with 'prog: error: message' and exit status 1, an
-    interruption (Ctrl-C) with status 130. Writers have removed their partial files by then."""
+    interruption with status 130 (Ctrl-C, SIGINT) or 143 (SIGTERM, which is handled like SIGINT
+    while `run` runs). Writers have removed their partial files by then."""
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # where Python runs signal handlers
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         run()
     except USER_ERRORS as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; unfinished output files were removed", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as interruption:
+        terminated = isinstance(interruption, Terminated)
+        print(f"{prog}: {'terminated' if terminated else 'interrupted'}; unfinished output files were removed",
+              file=sys.stderr)
+        sys.exit(128 + (signal.SIGTERM if terminated else signal.SIGINT))
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def parse_size(values: Optional[Sequence[int]], option: str) -> Optional[Tuple[int, int]]:
@@ -319,6 +363,8 @@ class Matting:
         Returns:
             output type -> (T, H, W, C) uint8, as in the class docstring.
         """
+        if self.frames == 0:  # once per run
+            warn_if_small_input(self.model, src.shape[1:3])
         with torch.inference_mode():
             src_t = self.upload(src)
             bgr_t = self.upload(bgr, slot='bgr' if bgr.ndim == 3 else None).expand_as(src_t)
@@ -352,6 +398,42 @@ class Matting:
     def _synchronize(self):
         if self.device.type == 'cuda':
             torch.cuda.synchronize(self.device)
+
+
+# Below this many pixels on the short side of the base network's input (the frame scaled by the
+# backbone scale), the bundled model's matte misses part of the subject. Measured on 8 synthetic
+# 16:9 capture pairs shrunk to several heights, at backbone scales 0.125 to 0.5 and with MattingBase
+# (scripts/base_input_sizes.py): what matters is the base input's height, whatever the scale. The
+# matte held 89 % of the subject from 120 pixels up, 77 % at 90, 51 % at 60, 9 % at 30, 1 ~ 4 % at
+# 18 ~ 24 (160x96 at the default 0.25 gives 24: an empty matte).
+MIN_BASE_INPUT_SIDE = 120
+
+
+def small_input_warning(model: nn.Module, height: int, width: int) -> Optional[str]:
+    """What to say when frames of (height, width) give `model`'s base network too few pixels to see
+    a subject in (see MIN_BASE_INPUT_SIDE), or None. MattingBase (no backbone_scale) runs the base
+    network on the whole frame."""
+    scale = float(getattr(model, 'backbone_scale', 1.0))
+    short = min(height, width)
+    if short * scale >= MIN_BASE_INPUT_SIDE:
+        return None
+    needed = math.ceil(MIN_BASE_INPUT_SIDE / short * 20) / 20  # in steps of 0.05
+    if not hasattr(model, 'backbone_scale'):
+        advice = 'use larger frames'
+    elif needed <= 0.5:
+        advice = f'use --model-backbone-scale {needed:g} or more'
+    else:
+        advice = 'use --model-backbone-scale 0.5 (the largest) with larger frames'
+    return (f"frames of {width}x{height} at backbone scale {scale:g} give the base network "
+            f"{round(width * scale)}x{round(height * scale)} pixels; below {MIN_BASE_INPUT_SIDE} on the short side "
+            f"the bundled model's matte misses part of the subject (most of it below 30): {advice}")
+
+
+def warn_if_small_input(model: nn.Module, size: Tuple[int, int]) -> None:
+    """Warns (see `small_input_warning`) when frames of size (H, W) are too small for `model`."""
+    message = small_input_warning(model, *size)
+    if message:
+        warn(message)
 
 
 def full_resolution_outputs(outputs, size: Tuple[int, int]) -> Tuple[torch.Tensor, ...]:
@@ -639,6 +721,50 @@ def median_plate(frames: Sequence[np.ndarray]) -> np.ndarray:
     return np.median(np.stack(frames), axis=0).round().astype(np.uint8)
 
 
+# --------------------------------------------------------------------------- colour
+
+class Colour(NamedTuple):
+    """How a video's YUV samples map to colours, in FFmpeg's codes (AVCOL_*), which ffprobe prints by
+    name as color_space, color_primaries, color_transfer and color_range: e.g. 1 'bt709', 6
+    'smpte170m' (BT.601); range 1 'tv' (limited, 16 ~ 235) or 2 'pc' (full). 2 (range: 0) means
+    the file does not say."""
+    matrix: int
+    primaries: int
+    transfer: int
+    range: int
+
+
+UNTAGGED = Colour(2, 2, 2, 0)
+# What players assume for untagged video: BT.709 for HD, BT.601 for SD, limited range.
+HD_COLOUR = Colour(1, 1, 1, 1)
+SD_COLOUR = Colour(6, 6, 6, 1)
+# The matrices FFmpeg converts RGB to, by FFmpeg's code, as swscale's codes (SWS_CS_*).
+SWSCALE_MATRICES = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9}
+UNSTATED = (0, 2, 3)  # reserved, unspecified, reserved
+
+
+def is_hd(size: Tuple[int, int]) -> bool:
+    """Whether players read an untagged video of size (W, H) as BT.709: wider than 1279 or taller
+    than 576 pixels (mpv's and the browsers' rule); smaller ones as BT.601."""
+    return size[0] >= 1280 or size[1] > 576
+
+
+def output_colour(source: Colour, size: Tuple[int, int]) -> Colour:
+    """The colour description to encode outputs of size (W, H) with: the source's, with what players
+    assume for that size (`is_hd`) where it says nothing, and limited range unless it says full.
+
+    The RGB frames are the source's colours as FFmpeg decodes them, so outputs tagged like a tagged
+    source show like it. An untagged source was decoded as FFmpeg does, with BT.601: an untagged SD
+    source keeps exactly its colours (players read both as BT.601); the outputs of an untagged HD
+    source are tagged BT.709, as players read HD, and show the colours FFmpeg decoded.
+    """
+    default = HD_COLOUR if is_hd(size) else SD_COLOUR
+    return Colour(source.matrix if source.matrix in SWSCALE_MATRICES else default.matrix,
+                  default.primaries if source.primaries in UNSTATED else source.primaries,
+                  default.transfer if source.transfer in UNSTATED else source.transfer,
+                  source.range if source.range in (1, 2) else default.range)
+
+
 # --------------------------------------------------------------------------- readers
 
 class Frame(NamedTuple):
@@ -655,7 +781,8 @@ class ImageSequenceReader:
         resize: (W, H) to resize every frame to, or None.
         frame_rate: the clip's frame rate, exact.
     Attributes:
-        size (W, H), frame_rate, time_base (1 / frame_rate), num_frames, has_audio (False).
+        size (W, H), frame_rate, time_base (1 / frame_rate), num_frames, has_audio (False), colour
+        (UNTAGGED), sample_aspect_ratio (1).
     Iterating gives `Frame`s with pts = frame index.
     """
 
@@ -676,6 +803,7 @@ class ImageSequenceReader:
         self.time_base = 1 / self.frame_rate
         self.num_frames: Optional[int] = len(self.files)
         self.has_audio = False
+        self.colour, self.sample_aspect_ratio = UNTAGGED, Fraction(1)
 
     def __iter__(self) -> Iterator[Frame]:
         for index, file in enumerate(self.files):
@@ -691,17 +819,60 @@ class ImageSequenceReader:
         self.close()
 
 
+class FFmpegRGB:
+    """Decoded video frames to (H, W, 3) uint8 RGB, as the ffmpeg command line converts them with
+    `-pix_fmt rgb24`: through FFmpeg's scale filter with the command line's bicubic filter, in the
+    matrix and range each frame is tagged with (untagged: BT.601, limited range, as FFmpeg reads it).
+
+    PyAV's own `to_ndarray(format='rgb24')` converts 8-bit 4:2:0 and 4:2:2 frames of even height the
+    same way, but not the others: it interpolates chroma bilinearly, and horizontally too where the
+    decoder says the chroma samples sit on the left (H.264, HEVC), so on 10-bit video thin lines at
+    colour edges came out tens of levels off FFmpeg's decode and the true picture.
+    """
+
+    def __init__(self):
+        self._graph: Optional[av.filter.Graph] = None
+        self._key: Optional[tuple] = None
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        key = (frame.width, frame.height, frame.format.name, frame.colorspace, frame.color_range)
+        if key != self._key:  # a new graph for a stream whose frames change size, format or colour
+            self._graph, self._key = self._build(frame), key
+        self._graph.push(frame)
+        return self._graph.pull().to_ndarray()
+
+    @staticmethod
+    def _build(frame: av.VideoFrame) -> av.filter.Graph:
+        graph = av.filter.Graph()
+        source = graph.add('buffer', video_size=f'{frame.width}x{frame.height}', pix_fmt=frame.format.name,
+                           time_base=str(frame.time_base or Fraction(1, 1)), pixel_aspect='1/1',
+                           colorspace=str(frame.colorspace), range=str(frame.color_range))
+        scale = graph.add('scale', 'flags=bicubic')
+        rgb = graph.add('format', 'rgb24')
+        sink = graph.add('buffersink')
+        source.link_to(scale)
+        scale.link_to(rgb)
+        rgb.link_to(sink)
+        graph.configure()
+        return graph
+
+
 class VideoReader:
-    """The frames of a video file, decoded with PyAV, upright (rotation metadata applied).
+    """The frames of a video file, decoded with PyAV, upright (rotation metadata applied), in RGB as
+    `ffmpeg -pix_fmt rgb24` gives them (see `FFmpegRGB`).
 
     Args:
         path: a video file.
         resize: (W, H) of the upright frames, or None.
     Attributes:
         size (W, H) of the frames given, frame_rate (exact Fraction), time_base (of the pts),
-        num_frames (None when the container does not say), has_audio, rotation (degrees,
-        counter-clockwise, as stored).
-    Iterating (once) gives `Frame`s with the stream's own presentation times.
+        num_frames (as the container declares it; None when it does not say), has_audio, rotation
+        (degrees, counter-clockwise, as stored), colour (`Colour`: the source's colour description,
+        as its first frame states it), sample_aspect_ratio (the shape of the pixels given, width /
+        height: the stored one turned with the frames and stretched by `resize`, so that the
+        picture keeps its displayed shape).
+    Iterating (once) gives `Frame`s with the stream's own presentation times, and warns at the end
+    when fewer frames could be decoded than the container declares.
     """
 
     def __init__(self, path: str, resize: Optional[Tuple[int, int]] = None):
@@ -738,19 +909,32 @@ class VideoReader:
             warn(f"{path}: rotation of {self.rotation} degrees is not a quarter turn; ignored")
         self._quarter_turns = (self.rotation // 90) % 4 if self.rotation % 90 == 0 else 0
         width, height = self._first.width, self._first.height
-        self.size = resize or ((height, width) if self._quarter_turns % 2 else (width, height))
+        upright = (height, width) if self._quarter_turns % 2 else (width, height)
+        self.size = resize or upright
+        first = self._first
+        self.colour = Colour(first.colorspace, first.color_primaries, first.color_trc, first.color_range)
+        stored = Fraction(self.stream.sample_aspect_ratio or self.stream.codec_context.sample_aspect_ratio or 1)
+        upright_aspect = 1 / stored if self._quarter_turns % 2 else stored
+        stretch = Fraction(upright[0], self.size[0]) / Fraction(upright[1], self.size[1])
+        self.sample_aspect_ratio = (upright_aspect * stretch).limit_denominator(1000)
 
     def __iter__(self) -> Iterator[Frame]:
         assert self._first is not None, 'a VideoReader is iterated once'
         first, self._first = self._first, None
         step = max(1, round(1 / (self.frame_rate * self.time_base)))
         pts = None
-        for index, frame in enumerate(itertools.chain([first], self._decoded)):
+        to_rgb = FFmpegRGB()
+        count = 0
+        for count, frame in enumerate(itertools.chain([first], self._decoded), start=1):
             pts = frame.pts if frame.pts is not None else (0 if pts is None else pts + step)
-            image = frame.to_ndarray(format='rgb24')
+            image = to_rgb(frame)
             if self._quarter_turns:
                 image = np.ascontiguousarray(np.rot90(image, self._quarter_turns))
-            yield Frame(resize_image(image, self.resize) if self.resize else image, pts, f"{index:05d}")
+            yield Frame(resize_image(image, self.resize) if self.resize else image, pts, f"{count - 1:05d}")
+        if self.num_frames and count < self.num_frames:
+            # FFmpeg stops quietly where the data ends (a copy cut short, a recording that crashed).
+            warn(f"{self.path}: its header declares {self.num_frames} frames but only {count} could be decoded: "
+                 "is the file truncated?")
 
     def close(self) -> None:
         self.container.close()
@@ -915,29 +1099,57 @@ DEFAULT_CRF = 18  # x264 constant quality: 0 lossless, 18 visually lossless, 23 
 
 
 class ImageSequenceWriter:
-    """Writes frames as PNG files, named after their source frames, into a folder (created if missing).
+    """Writes frames as PNG files, named after their source frames, into a folder.
 
-    Each file is written under a temporary name and renamed: a file is either complete or absent.
+    The frames go into a hidden folder beside it (`.<name>.<random>.partial`), which `close()` puts
+    in the folder's place once every frame is written: a stopped or failed run (`abort()` deletes the
+    hidden folder) leaves the folder as it was, and a replaced folder keeps no frame of an earlier run.
+
+    Args:
+        folder: the sequence's folder (its parent is created if missing).
+        overwrite: replace an existing folder with all it holds (deleted once the new one is in
+            place); without it, only a missing or empty folder is written.
     """
 
-    def __init__(self, folder: str):
-        self.folder = folder
-        os.makedirs(folder, exist_ok=True)
+    def __init__(self, folder: str, overwrite: bool = False):
+        self.folder, self.overwrite = os.path.normpath(folder), overwrite
+        self.temporary = temporary_path(self.folder)
+        os.makedirs(self.temporary)
 
     def write(self, frames: np.ndarray, names: Sequence[str]) -> None:
         """frames: (T, H, W, C) uint8, C = 1, 3 or 4; names: T file names without extension."""
         for image, name in zip(frames, names):
-            save_image(image, os.path.join(self.folder, name + '.png'))
+            save_image(image, os.path.join(self.temporary, name + '.png'))
 
     def close(self) -> None:
-        pass
+        """Puts the finished sequence in the folder's place."""
+        try:
+            if os.path.isdir(self.folder) and os.listdir(self.folder):
+                if not self.overwrite:
+                    raise InputError(f"{self.folder} is not empty; pass --overwrite to replace it")
+                earlier = temporary_path(self.folder)
+                os.rename(self.folder, earlier)
+                try:
+                    os.rename(self.temporary, self.folder)
+                except OSError:
+                    os.rename(earlier, self.folder)
+                    raise
+                shutil.rmtree(earlier)
+            else:
+                if os.path.isdir(self.folder):
+                    os.rmdir(self.folder)
+                os.rename(self.temporary, self.folder)
+        except BaseException:
+            self.abort()
+            raise
 
     def abort(self) -> None:
-        pass
+        """Deletes the unfinished sequence; the folder stays as it was."""
+        shutil.rmtree(self.temporary, ignore_errors=True)
 
 
 class VideoWriter:
-    """Encodes frames with H.264 (libx264) through PyAV, optionally copying a source's audio.
+    """Encodes frames with H.264 (libx264) through PyAV, with the audio tracks of a source.
 
     The file is written under a temporary name in the same folder: `close()` renames it to `path`,
     `abort()` deletes it, so `path` never holds a half-written video.
@@ -949,14 +1161,25 @@ class VideoWriter:
             time base and pts to keep its timing exactly (variable frame rate, audio sync).
         bit_rate: bits per second; None for constant quality `crf`.
         crf: x264 constant rate factor (0 lossless ... 51); DEFAULT_CRF if neither is given.
-        audio_source: a media file whose first audio stream is copied (not re-encoded), interleaved
+        audio_source: a media file whose audio tracks are all kept (see `SourceAudio`), interleaved
             by time with the video.
-    Frames of odd width or height are stored as yuv444p (yuv420p needs even sides).
+        colour: the colour description to convert RGB to YUV with and to store (matrix, primaries,
+            transfer, range); default `output_colour(UNTAGGED, size)`, what players assume.
+        sample_aspect_ratio: the shape of the pixels to store (anamorphic video); default square.
+        yuv444: store full-resolution chroma (H.264 High 4:4:4 Predictive): exact colours and sizes, but
+            many players and browsers cannot play it. By default yuv420p, which every player plays:
+            frames of odd width or height are padded by one pixel, their last column or row repeated
+            (4:2:0 needs even sides), so that every pixel keeps its place and none is lost.
+    In MP4 and MOV files, times are exact: the movie's time scale (in which the edit lists that
+    place each track's start are written; FFmpeg's default is milliseconds) holds those of every track.
     """
 
     def __init__(self, path: str, frame_rate: Fraction, time_base: Optional[Fraction] = None,
-                 bit_rate: Optional[int] = None, crf: Optional[float] = None, audio_source: Optional[str] = None):
-        self.path = path
+                 bit_rate: Optional[int] = None, crf: Optional[float] = None, audio_source: Optional[str] = None,
+                 colour: Optional[Colour] = None, sample_aspect_ratio: Optional[Fraction] = None,
+                 yuv444: bool = False):
+        self.path, self.colour, self.sample_aspect_ratio, self.yuv444 = path, colour, sample_aspect_ratio, yuv444
+        self._padding = ((0, 0), (0, 0), (0, 0))
         self.input_time_base = Fraction(time_base) if time_base else 1 / Fraction(frame_rate)
         self.frame_duration = 1 / Fraction(frame_rate)
         # A coarse time base (1/1000 in MKV and WebM) cannot hold the frames' true times (30000/1001
@@ -964,65 +1187,80 @@ class VideoWriter:
         # frame-grid time rounded to the input unit back on the grid (see `output_pts`).
         self.time_base = Fraction(1, math.lcm(self.input_time_base.denominator, self.frame_duration.denominator))
         self.temporary = temporary_path(path)
-        self.audio_input = self.audio_stream = self._audio_packets = self._pending = None
+        self.audio: Optional[SourceAudio] = None
+        self.container = None
         self._last_pts: Optional[int] = None
-        self.container = av.open(self.temporary, mode='w')
         try:
+            self.audio = SourceAudio(audio_source) if audio_source else None
+            self.container = av.open(self.temporary, mode='w', container_options=self._timescales())
             self.stream = self.container.add_stream('libx264', rate=Fraction(frame_rate))
             self.stream.codec_context.time_base = self.time_base
             if bit_rate:
                 self.stream.bit_rate = int(bit_rate)
             else:
                 self.stream.options = {'crf': str(DEFAULT_CRF if crf is None else crf)}
-            if audio_source:
-                self._open_audio(audio_source)
+            if self.audio:
+                self.audio.add_to(self.container)
         except BaseException:
             self.abort()
             raise
 
-    def _open_audio(self, source: str) -> None:
-        self.audio_input = av.open(source)
-        if not self.audio_input.streams.audio:
-            return
-        stream = self.audio_input.streams.audio[0]
-        self.audio_stream = self.container.add_stream_from_template(stream)
-        self._audio_packets = self.audio_input.demux(stream)
-
-    def _mux_audio_until(self, seconds: Optional[Fraction]) -> None:
-        """Copies the source's audio packets up to `seconds` (all of them for None)."""
-        while self._audio_packets is not None:
-            if self._pending is None:
-                self._pending = next(self._audio_packets, None)
-                if self._pending is None:
-                    self._audio_packets = None
-                    return
-                if self._pending.dts is None:  # the demuxer's final empty packet
-                    self._pending = None
-                    continue
-            packet = self._pending
-            if seconds is not None and packet.pts is not None and packet.pts * packet.time_base > seconds:
-                return
-            packet.stream = self.audio_stream
-            self.container.mux(packet)
-            self._pending = None
+    def _timescales(self) -> Dict[str, str]:
+        """MP4 / MOV muxer options: the video track's time scale (the muxer's own choice: our time
+        base, doubled up to at least 10000) and a movie time scale that holds it and the audio
+        tracks' (their sample rates), so that the edit lists place every track's start exactly."""
+        if os.path.splitext(self.path)[1].lower() not in ('.mp4', '.mov', '.m4v'):
+            return {}
+        video = self.time_base.denominator
+        while video < 10000:
+            video *= 2
+        movie = math.lcm(video, *(self.audio.rates if self.audio else []))
+        return {'video_track_timescale': str(video), 'movie_timescale': str(movie if movie < 2 ** 31 else video)}
 
     def write(self, frames: np.ndarray, pts: Sequence[int]) -> None:
         """frames: (T, H, W, C) uint8, C = 1 (gray) or 3 (RGB); pts: T times in the time base given
         to the constructor (`input_time_base`)."""
         if self._last_pts is None:
-            height, width = frames.shape[1:3]
-            self.stream.width, self.stream.height = width, height
-            self.stream.pix_fmt = 'yuv420p' if width % 2 == 0 and height % 2 == 0 else 'yuv444p'
-        pixel_format = {1: 'gray', 3: 'rgb24'}[frames.shape[3]]
+            self._configure(width=frames.shape[2], height=frames.shape[1])
         for image, t in zip(frames, pts):
             t = self.output_pts(int(t))
             if self._last_pts is not None and t <= self._last_pts:  # H.264 needs increasing times
                 t = self._last_pts + 1
-            self._mux_audio_until(t * self.time_base)
-            frame = av.VideoFrame.from_ndarray(image[:, :, 0] if pixel_format == 'gray' else image, format=pixel_format)
+            if self.audio:
+                self.audio.mux_until(self.container, t * self.time_base)
+            frame = self.to_yuv(image)
             frame.pts, frame.time_base = t, self.time_base
             self.container.mux(self.stream.encode(frame))
             self._last_pts = t
+
+    def _configure(self, width: int, height: int) -> None:
+        """The size, pixel format and colour description of the stream, from its first frames."""
+        if not self.yuv444:
+            self._padding = ((0, height % 2), (0, width % 2), (0, 0))
+            width, height = width + width % 2, height + height % 2
+        self.stream.width, self.stream.height = width, height
+        self.stream.pix_fmt = 'yuv444p' if self.yuv444 else 'yuv420p'
+        self.colour = self.colour or output_colour(UNTAGGED, (width, height))
+        codec = self.stream.codec_context
+        # libx264 stores these in the stream (H.264 VUI), where decoders and ffprobe read them.
+        codec.colorspace, codec.color_primaries, codec.color_trc, codec.color_range = self.colour
+        if self.sample_aspect_ratio:
+            codec.sample_aspect_ratio = self.sample_aspect_ratio
+
+    def to_yuv(self, image: np.ndarray) -> av.VideoFrame:
+        """(H, W, 1) gray or (H, W, 3) RGB uint8 -> a frame in the stream's pixel format, converted
+        with its colour description's matrix and range (gray, as alpha, maps 0 ~ 255 onto the range)."""
+        if any(after for _, after in self._padding):
+            image = np.pad(image, self._padding, mode='edge')
+        frame = av.VideoFrame.from_ndarray(image[:, :, 0], format='gray') if image.shape[2] == 1 else \
+            av.VideoFrame.from_ndarray(image, format='rgb24')
+        # Bicubic chroma filtering (the ffmpeg command line's), rounded exactly: without ACCURATE_RND
+        # a flat colour's chroma comes out a level low in places (#78ff9b's blue by 3 once decoded).
+        yuv = frame.reformat(format=self.stream.pix_fmt, dst_colorspace=SWSCALE_MATRICES[self.colour.matrix],
+                             dst_color_range=self.colour.range,
+                             interpolation=Interpolation.BICUBIC | Interpolation.ACCURATE_RND)
+        yuv.colorspace, yuv.color_primaries, yuv.color_trc, yuv.color_range = self.colour
+        return yuv
 
     def output_pts(self, pts: int) -> int:
         """A time in `input_time_base` units as a time in `time_base` units; a time within one input
@@ -1041,24 +1279,137 @@ class VideoWriter:
             raise InputError(f"{self.path}: no frames to write")
         try:
             self.container.mux(self.stream.encode())
-            self._mux_audio_until(None)
+            if self.audio:
+                self.audio.mux_until(self.container, None)
             self.container.close()
         except BaseException:
             self.abort()
             raise
-        if self.audio_input is not None:
-            self.audio_input.close()
+        if self.audio:
+            self.audio.close()
         os.replace(self.temporary, self.path)
 
     def abort(self) -> None:
         """Stops writing and deletes the unfinished file."""
-        for container in (self.container, self.audio_input):
-            if container is not None:
+        for closable in (self.container, self.audio):
+            if closable is not None:
                 try:
-                    container.close()
+                    closable.close()
                 except Exception:
                     pass
         remove_quietly(self.temporary)
+
+
+# Audio codecs that MP4 holds and players read, copied as they are. The others (PCM, Vorbis, ADPCM,
+# DTS, ...) are re-encoded as AAC: FFmpeg puts some in MP4 (PCM as 'ipcm'), but few players read them.
+MP4_AUDIO_CODECS = frozenset({'aac', 'mp3', 'ac3', 'eac3', 'alac', 'flac', 'opus'})
+AAC_BIT_RATE_PER_CHANNEL = 96_000
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
+AAC_LAYOUTS = {1: 'mono', 2: 'stereo', 3: '3.0', 4: '4.0', 5: '5.0', 6: '5.1', 7: '6.1', 8: '7.1'}
+
+
+class AudioTrack(NamedTuple):
+    source: av.audio.stream.AudioStream
+    rate: int    # the output's sample rate, in whose samples the MP4 muxer times the track
+    copy: bool   # copied; else decoded and re-encoded as AAC
+
+
+class SourceAudio:
+    """The audio tracks of a media file, written beside a VideoWriter's video in time order.
+
+    Every track is kept: copied where MP4 holds the codec and players read it (`MP4_AUDIO_CODECS`),
+    else re-encoded as AAC (96 kb/s a channel, the same sample rate where AAC has it, else 48 kHz).
+    Copied packets are timed in samples, and the padding that the source marks to be dropped at the
+    end of a packet (Matroska's DiscardPadding, after Opus and MP3) is taken off its duration: the
+    MP4 edit list then ends the track where the source's decoders stop.
+
+    Args:
+        path: the media file; its video and other streams are ignored.
+    Attributes:
+        tracks: the `AudioTrack`s, in the source's order; rates: their output sample rates.
+    """
+
+    def __init__(self, path: str):
+        self.input = av.open(path)
+        self.tracks = []
+        for stream in self.input.streams.audio:
+            copy = stream.codec_context.codec.canonical_name in MP4_AUDIO_CODECS
+            rate = stream.sample_rate if copy or stream.sample_rate in AAC_RATES else 48000
+            self.tracks.append(AudioTrack(stream, rate, copy))
+        self.rates = [track.rate for track in self.tracks]
+        self._outputs: Dict[int, Tuple[AudioTrack, av.audio.stream.AudioStream]] = {}
+        self._packets = self.input.demux(*[track.source for track in self.tracks]) if self.tracks else iter(())
+        self._pending: Optional[av.Packet] = None
+        self._next_sample: Dict[int, int] = {}
+
+    def add_to(self, container: av.container.OutputContainer) -> None:
+        """Adds the tracks to `container`, before anything is written to it."""
+        for track in self.tracks:
+            if track.copy:
+                stream = container.add_stream_from_template(track.source)
+            else:
+                stream = container.add_stream('aac', rate=track.rate)
+                source = track.source.codec_context
+                known = not source.layout.name.endswith('channels')  # '3 channels': an order nobody stated
+                stream.layout = source.layout.name if known else AAC_LAYOUTS.get(source.channels, 'stereo')
+                stream.bit_rate = AAC_BIT_RATE_PER_CHANNEL * stream.codec_context.channels
+            self._outputs[track.source.index] = (track, stream)
+
+    def mux_until(self, container: av.container.OutputContainer, seconds: Optional[Fraction]) -> None:
+        """Writes the packets that start at or before `seconds` (all that are left for None)."""
+        while True:
+            if self._pending is None:
+                self._pending = next(self._packets, None)
+                if self._pending is None:
+                    break
+            packet = self._pending
+            if seconds is not None and packet.pts is not None and packet.pts * packet.time_base > seconds:
+                return
+            self._pending = None
+            track, stream = self._outputs[packet.stream.index]
+            if track.copy and packet.dts is not None:  # not the demuxer's final empty packet
+                container.mux(in_samples(packet, track.rate))
+            elif not track.copy:  # the final empty packet flushes the decoder
+                for frame in packet.decode():
+                    container.mux(stream.encode(self._timed(frame, track)))
+        if seconds is None:
+            for track, stream in self._outputs.values():
+                if not track.copy:
+                    container.mux(stream.encode(None))
+
+    def _timed(self, frame: av.AudioFrame, track: AudioTrack) -> av.AudioFrame:
+        """A decoded frame timed in samples at the output rate. Audio is continuous: a frame starts
+        where the one before ended, unless its own time says otherwise by more than the source's unit
+        (a gap), which in Matroska is a millisecond, too coarse to time samples by."""
+        index = track.source.index
+        expected = self._next_sample.get(index)
+        if frame.pts is not None:
+            own = round(frame.pts * frame.time_base * track.rate)
+            tolerance = math.ceil(frame.time_base * track.rate)
+            if expected is None or abs(own - expected) > tolerance:
+                expected = own
+        expected = expected or 0
+        frame.pts, frame.time_base = expected, Fraction(1, track.rate)
+        self._next_sample[index] = expected + round(frame.samples * Fraction(track.rate, frame.sample_rate))
+        return frame
+
+    def close(self) -> None:
+        self.input.close()
+
+
+def in_samples(packet: av.Packet, rate: int) -> av.Packet:
+    """An audio packet timed in samples at `rate` (1 / rate), its duration less the padding that its
+    container marks to be dropped at its end (skip-samples side data)."""
+    unit = Fraction(1, rate)
+    for name in ('pts', 'dts', 'duration'):
+        value = getattr(packet, name)
+        if value is not None:
+            setattr(packet, name, round(value * packet.time_base / unit))
+    if packet.duration and packet.has_sidedata('skip_samples'):
+        discard = int.from_bytes(bytes(packet.get_sidedata('skip_samples'))[4:8], 'little')
+        packet.duration = max(1, packet.duration - discard)
+    packet.time_base = unit
+    return packet
 
 
 # --------------------------------------------------------------------------- pipeline

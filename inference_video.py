@@ -16,6 +16,9 @@ Example:
         --output-types com pha fgr \\
         --video-target-bgr beach.mp4
 
+Without --model-checkpoint, the bundled demonstration model (MobileNetV2, trained on synthetic data)
+is used.
+
 From Python, the same with a loaded model (or a TorchScript module):
 
     from inference_video import convert_video
@@ -25,8 +28,8 @@ Input: a video file, or a folder of frames (--frame-rate, default 30). Clean pla
 video (frame by frame), or --bgr-first-frames N: the median of the first N frames, shot before the
 subject enters. Rotation metadata is applied: frames are matted and written upright.
 
-Outputs, --output-format video (H.264, the source's exact frame rate and timestamps, its audio
-copied unless --no-audio):
+Outputs, --output-format video (H.264 yuv420p with the source's exact timestamps, colour description
+and pixel shape, and its audio tracks unless --no-audio):
     OUT/com.mp4  the foreground over --replacement-background (default the original's green)
     OUT/pha.mp4, OUT/fgr.mp4, OUT/err.mp4, OUT/ref.mp4
 --output-format png (image sequences named after the source frames, 00000.png... for a video):
@@ -34,7 +37,8 @@ copied unless --no-audio):
     OUT/composite/ RGB over --replacement-background when one is given.
 
 Existing outputs (a video file, or a non-empty frame folder) are not replaced unless --overwrite is
-given; videos are written under a temporary name and renamed once complete.
+given; videos and frame folders are written under a hidden temporary name and put in place once
+complete, so a replaced frame folder keeps no frame of an earlier run.
 """
 import argparse
 import contextlib
@@ -51,10 +55,10 @@ from tqdm import tqdm
 
 from inference_utils import (COMPOSITE, DEFAULT_COMPOSITE_COLOUR, OUTPUT_TYPES, ImageSequenceWriter, InputError,
                              Matting, ReplacementBackground, Throughput, VideoReader, VideoWriter,
-                             add_model_arguments, align_plate, check_not_existing, check_plate, exit_on_user_error,
-                             is_image_file, load_model_or_exit, median_plate, model_device_dtype, open_clip,
-                             parse_bit_rate, parse_frame_rate, parse_size, prepare_output_dir, read_image,
-                             run_pipeline, warn)
+                             add_model_arguments, align_plate, check_not_existing, check_plate,
+                             default_to_demo_checkpoint, exit_on_user_error, is_image_file, load_model_or_exit,
+                             median_plate, model_device_dtype, open_clip, output_colour, parse_bit_rate,
+                             parse_frame_rate, parse_size, prepare_output_dir, read_image, run_pipeline, warn)
 
 DEFAULT_OUTPUT_TYPES = ('com', 'pha', 'fgr')
 OUTPUT_FORMATS = ('video', 'png')
@@ -81,6 +85,7 @@ def convert_video(model: nn.Module,
                   preprocess_alignment: bool = False,
                   bit_rate: Optional[int] = None,
                   crf: Optional[float] = None,
+                  yuv444: bool = False,
                   audio: bool = True,
                   seq_chunk: int = 1,
                   queue_size: int = 4,
@@ -93,7 +98,7 @@ def convert_video(model: nn.Module,
     Args:
         model: MattingBase or MattingRefine, or a TorchScript module of one, in eval mode.
         input_source: a video file, or a folder of frames.
-        output_dir: where the outputs go (created if missing; nothing in it is deleted).
+        output_dir: where the outputs go (created if missing; nothing else in it is touched).
         clean_plate: an image, or a video giving the plate of each frame.
         clean_plate_frames: instead of clean_plate, the median of the first N input frames (the
             subject enters later); those frames are matted too.
@@ -105,17 +110,22 @@ def convert_video(model: nn.Module,
         frame_rate: the frame rate of an image-sequence input (default 30); a video keeps its own.
         preprocess_alignment: align the plate onto every frame (ORB + RANSAC), for a shaky camera.
         bit_rate, crf: H.264 bits per second, or constant quality (default crf 18); video only.
-        audio: copy the source's audio track into the videos.
+        yuv444: store full-resolution chroma (H.264 High 4:4:4) instead of yuv420p, which every
+            player plays and for which odd sides are padded by a pixel (see `VideoWriter`).
+        audio: keep the source's audio tracks in the videos (copied, or re-encoded as AAC where MP4
+            players cannot read the codec).
         seq_chunk: frames given to the model at once.
         queue_size: chunks read ahead and waiting to be written, per stage.
-        overwrite: replace existing outputs instead of refusing.
+        overwrite: replace existing outputs (a video file, or a frame folder with all it holds)
+            instead of refusing.
         progress: show a progress bar.
         device, dtype: where and in which precision the model runs; default those of its weights.
     Returns:
         frames done, end-to-end and model-only seconds.
     """
     output_types = list(dict.fromkeys(output_types))
-    check_options(output_types, output_format, clean_plate, clean_plate_frames, bit_rate, crf, seq_chunk, queue_size)
+    check_options(output_types, output_format, clean_plate, clean_plate_frames, bit_rate, crf, yuv444, seq_chunk,
+                  queue_size)
     model = model.eval()
     if device is None or dtype is None:
         device, dtype = model_device_dtype(model)
@@ -152,9 +162,11 @@ def convert_video(model: nn.Module,
                 if output_format == 'video':
                     keep_audio = audio and isinstance(source, VideoReader) and source.has_audio
                     writers[kind] = VideoWriter(path, source.frame_rate, source.time_base, bit_rate, crf,
-                                                audio_source=input_source if keep_audio else None)
+                                                audio_source=input_source if keep_audio else None,
+                                                colour=output_colour(source.colour, source.size),
+                                                sample_aspect_ratio=source.sample_aspect_ratio, yuv444=yuv444)
                 else:
-                    writers[kind] = ImageSequenceWriter(path)
+                    writers[kind] = ImageSequenceWriter(path, overwrite=overwrite)
 
             def compute(chunk: Chunk):
                 images = matting(chunk.src, chunk.bgr, chunk.background,
@@ -178,7 +190,7 @@ def convert_video(model: nn.Module,
         return Throughput(matting.frames, time.perf_counter() - start, matting.model_seconds)
 
 
-def check_options(output_types, output_format, clean_plate, clean_plate_frames, bit_rate, crf, seq_chunk,
+def check_options(output_types, output_format, clean_plate, clean_plate_frames, bit_rate, crf, yuv444, seq_chunk,
                   queue_size) -> None:
     """The option combinations convert_video refuses, with what to do instead."""
     unknown = sorted(set(output_types) - set(OUTPUT_TYPES))
@@ -191,8 +203,8 @@ def check_options(output_types, output_format, clean_plate, clean_plate_frames, 
         raise InputError("give one clean plate: a file (--video-bgr) or a number of first frames (--bgr-first-frames)")
     if seq_chunk < 1 or queue_size < 1:
         raise InputError(f"seq_chunk and queue_size must be at least 1; got {seq_chunk} and {queue_size}")
-    if output_format != 'video' and (bit_rate or crf is not None):
-        raise InputError("--bitrate and --crf apply to video outputs only")
+    if output_format != 'video' and (bit_rate or crf is not None or yuv444):
+        raise InputError("--bitrate, --crf and --yuv444 apply to video outputs only")
     if bit_rate and crf is not None:
         raise InputError("give --bitrate or --crf, not both")
 
@@ -288,7 +300,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                      description='Matting of a video or an image sequence (BGMv2).',
                                      epilog=__doc__.split('\n\n', 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(parser)
+    add_model_arguments(parser, checkpoint_required=False)
     group = parser.add_argument_group('input')
     group.add_argument('--video-src', '--src', dest='src', required=True, metavar='PATH',
                        help='a video file, or a folder of frames')
@@ -318,7 +330,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     quality = group.add_mutually_exclusive_group()
     quality.add_argument('--bitrate', type=parse_bit_rate, metavar='RATE', help='H.264 bit rate, e.g. 4M or 800k')
     quality.add_argument('--crf', type=float, help='H.264 constant quality, 0 (lossless) to 51; default 18')
-    group.add_argument('--no-audio', action='store_true', help="do not copy the source's audio into the videos")
+    group.add_argument('--yuv444', action='store_true',
+                       help='store full-resolution chroma (H.264 High 4:4:4: exact colours and sizes, but many '
+                            'players cannot play it); default yuv420p, odd sides padded by one pixel')
+    group.add_argument('--no-audio', action='store_true', help="leave the source's audio tracks out of the videos")
     group.add_argument('--overwrite', action='store_true', help='replace existing outputs')
     group = parser.add_argument_group('performance')
     group.add_argument('--seq-chunk', type=int, default=1, help='frames given to the model at once (default 1)')
@@ -339,6 +354,7 @@ def main(argv=None) -> None:
         parser.error('--bgr-first-frames must be positive, --seq-chunk and --queue-size at least 1')
     if args.crf is not None and not 0 <= args.crf <= 51:
         parser.error(f'--crf {args.crf:g}: expected 0 (lossless) to 51')
+    default_to_demo_checkpoint(args, parser)
 
     def run():
         resize = parse_size(args.video_resize, '--video-resize')
@@ -355,6 +371,7 @@ def main(argv=None) -> None:
             preprocess_alignment=args.preprocess_alignment,
             bit_rate=args.bitrate,
             crf=args.crf,
+            yuv444=args.yuv444,
             audio=not args.no_audio,
             seq_chunk=args.seq_chunk,
             queue_size=args.queue_size,

@@ -1,6 +1,12 @@
-"""inference_video.py and convert_video end to end on clips made by the tests with PyAV."""
+"""inference_video.py and convert_video end to end, on clips made by the tests with PyAV or with the
+ffmpeg command line; the outputs are read with FFmpeg's own ffprobe and ffmpeg where those are the
+reference (tests marked `needs_ffmpeg`)."""
 import os
 import re
+import signal
+import subprocess
+import sys
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -9,11 +15,18 @@ import torch
 from PIL import Image
 
 import inference_video
+from ffmpeg_tools import ffmpeg_rgb, frame_times, make_clip, needs_ffmpeg, packet_times, probe, video_stream
+from inference_utils import DEMO_CHECKPOINT, ImageSequenceWriter, small_input_warning
 from inference_video import convert_video
 from model import MattingRefine
 from test_inference_utils import NTSC, clip_frames, leftovers, model_args, read_video, save_png, write_video
 
 FRAMES = 8
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The bundled model: a matte of 0 where the frame is its clean plate, so a composite shows the background.
+DEMO_MODEL = ['--model-checkpoint', DEMO_CHECKPOINT, '--device', 'cpu']
+BT709 = dict(color_space='bt709', color_primaries='bt709', color_transfer='bt709', color_range='tv')
+BT601 = dict(color_space='smpte170m', color_primaries='smpte170m', color_transfer='smpte170m', color_range='tv')
 
 
 @pytest.fixture(scope='module')
@@ -33,6 +46,26 @@ def run(*argv):
     except SystemExit as exit:
         return exit.code
     return 0
+
+
+def matte(take, out, checkpoint, *extra):
+    """Mattes a clip with its first frame as the plate into out/pha.mp4; returns the exit status."""
+    return run('--video-src', take, '--bgr-first-frames', '1', '--output-dir', out, '--output-types', 'pha',
+               '--disable-progress', *extra, *model_args(checkpoint))
+
+
+def decoded_audio_end(path, track=0):
+    """Where a file's audio track ends as ffprobe decodes it: the last frame's time plus its duration
+    (Matroska's decoders drop the padding the file marks)."""
+    last = probe(path, 'frame=pts_time,pkt_duration_time,duration_time', f'a:{track}')['frames'][-1]
+    return float(last['pts_time']) + float(last.get('pkt_duration_time', last.get('duration_time')))
+
+
+def stated_audio_end(path, track=0):
+    """Where an MP4 file's audio track ends as ffprobe reads its header: start plus duration (its edit
+    list's), the padding the track's end holds excluded."""
+    stream = probe(path, 'stream=start_time,duration', f'a:{track}')['streams'][0]
+    return float(stream['start_time']) + float(stream['duration'])
 
 
 def read_pngs(folder):
@@ -142,3 +175,187 @@ def test_bad_inputs_end_with_a_clear_message(clip, checkpoint, tmp_path, capsys)
     assert (tmp_path / 'taken' / 'pha.mp4').read_bytes() == b'earlier result'
     assert not (tmp_path / 'out').exists() or os.listdir(tmp_path / 'out') == []
     assert not leftovers(tmp_path)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize('size, tags, expected', [
+    ('128x72', ['-colorspace', 'bt709', '-color_primaries', 'bt709', '-color_trc', 'bt709'], BT709),
+    ('1280x720', [], BT709),   # untagged HD: what players assume
+    ('128x72', [], BT601),     # untagged SD: what players assume, and the matrix FFmpeg decodes it with
+], ids=['BT.709-tagged', 'untagged HD', 'untagged SD'])
+def test_outputs_carry_the_colour_description_they_are_encoded_with(tmp_path, size, tags, expected):
+    take = make_clip(tmp_path / 'take.mp4', '-c:v', 'libx264', '-pix_fmt', 'yuv420p', *tags, size=size, frames=2,
+                     source='smptebars')
+    out = tmp_path / 'out'
+    assert run('--video-src', take, '--bgr-first-frames', '1', '--output-dir', out, '--output-types', 'com', 'pha',
+               '--disable-progress', *DEMO_MODEL) == 0
+    for name in ('com.mp4', 'pha.mp4'):
+        stream = video_stream(out / name)
+        assert {key: stream.get(key) for key in expected} == expected, name
+    # The frames are their plate: the composite is the default green, as FFmpeg decodes it.
+    green = np.median(ffmpeg_rgb(out / 'com.mp4').reshape(-1, 3), axis=0)
+    assert np.abs(green - (120, 255, 155)).max() <= 2, green
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize('resize, expected', [([], '4:3'), (['--video-resize', '96', '72'], '16:9')])
+def test_anamorphic_sources_keep_their_pixel_shape(tmp_path, checkpoint, resize, expected):
+    take = make_clip(tmp_path / 'dv.mkv', '-vf', 'setsar=4/3', '-c:v', 'libx264', frames=2)
+    assert video_stream(take)['sample_aspect_ratio'] == '4:3'
+    out = tmp_path / 'out'
+    assert run('--video-src', take, '--bgr-first-frames', '1', '--output-dir', out, '--output-types', 'pha',
+               '--disable-progress', *resize, *model_args(checkpoint)) == 0
+    assert video_stream(out / 'pha.mp4')['sample_aspect_ratio'] == expected
+
+
+@needs_ffmpeg
+def test_odd_sizes_stay_yuv420p_padded_by_a_pixel_unless_yuv444_is_asked(tmp_path, checkpoint):
+    take = make_clip(tmp_path / 'odd.mkv', '-vf', 'format=rgb24,crop=321:181:0:0', '-c:v', 'ffv1',
+                     '-pix_fmt', 'yuv444p', size='322x182', frames=2)
+    outputs = {}
+    for name, extra in (('default', []), ('yuv444', ['--yuv444'])):
+        assert run('--video-src', take, '--bgr-first-frames', '1', '--output-dir', tmp_path / name, '--output-types',
+                   'fgr', '--disable-progress', *extra, *model_args(checkpoint)) == 0
+        outputs[name] = tmp_path / name / 'fgr.mp4'
+    stream = video_stream(outputs['default'])
+    assert (stream['pix_fmt'], stream['profile'], stream['width'], stream['height']) == ('yuv420p', 'High', 322, 182)
+    stream = video_stream(outputs['yuv444'])
+    assert (stream['pix_fmt'], stream['width'], stream['height']) == ('yuv444p', 321, 181)
+    padded, exact = ffmpeg_rgb(outputs['default']).astype(int), ffmpeg_rgb(outputs['yuv444']).astype(int)
+    # Every pixel where it was (lossy H.264 and 4:2:0 chroma apart), the last column and row repeated.
+    assert np.abs(padded[:, :181, :321] - exact).mean() < 3
+    assert np.abs(padded[:, :, 321] - padded[:, :, 320]).mean() < 3
+    assert np.abs(padded[:, 181] - padded[:, 180]).mean() < 3
+
+
+@needs_ffmpeg
+def test_timestamps_equal_the_sources(tmp_path, checkpoint):
+    # B-frames and no edit list: the first frame is shown after the reorder delay, 0.066733 s.
+    bframes = make_clip(tmp_path / 'bframes.mp4', '-c:v', 'libx264', '-bf', '2', '-use_editlist', '0',
+                        rate='30000/1001', frames=6)
+    assert frame_times(bframes, 'v:0')[0] == '0.066733'
+    # MPEG-TS: times in 1/90000 s from 1.4 s, the audio ahead of the video.
+    ts = make_clip(tmp_path / 'take.ts', '-c:v', 'libx264', '-c:a', 'aac', audio='sine=sample_rate=48000:duration=0.5')
+    for take in (bframes, ts):
+        assert matte(take, tmp_path / take.stem, checkpoint) == 0
+        assert frame_times(tmp_path / take.stem / 'pha.mp4', 'v:0') == frame_times(take, 'v:0'), take.name
+    assert packet_times(tmp_path / 'take' / 'pha.mp4', 'a:0') == packet_times(ts, 'a:0')
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize('name, encode, rate', [
+    ('take.webm', ['-c:v', 'libvpx-vp9', '-deadline', 'realtime', '-cpu-used', '8', '-c:a', 'libopus'], 48000),
+    ('take.mkv', ['-c:v', 'libx264', '-c:a', 'libmp3lame'], 44100),
+])
+def test_copied_audio_keeps_its_times_and_trimmed_end(tmp_path, checkpoint, name, encode, rate):
+    # The encoders' padding at the end is marked to be dropped (Matroska's DiscardPadding).
+    take = make_clip(tmp_path / name, *encode, audio=f'sine=sample_rate={rate}:duration=0.5')
+    assert matte(take, tmp_path / 'out', checkpoint) == 0
+    ours, theirs = packet_times(tmp_path / 'out' / 'pha.mp4', 'a:0'), packet_times(take, 'a:0')
+    assert len(ours) == len(theirs)
+    # The source's times are in milliseconds; ours in samples.
+    assert max(abs(float(a[0]) - float(b[0])) for a, b in zip(ours, theirs)) <= 0.001
+    assert stated_audio_end(tmp_path / 'out' / 'pha.mp4') == pytest.approx(decoded_audio_end(take), abs=0.0015)
+
+
+@needs_ffmpeg
+def test_every_audio_track_is_kept_and_re_encoded_where_mp4_cannot_hold_it(tmp_path, checkpoint):
+    two_tracks = make_clip(tmp_path / 'two.mkv', '-c:v', 'libx264', '-c:a:0', 'pcm_s16le', '-ac:a:0', '2',
+                           '-c:a:1', 'flac', audio=['sine=sample_rate=48000:duration=0.5',
+                                                    'sine=frequency=660:sample_rate=44100:duration=0.5'])
+    camera = make_clip(tmp_path / 'camera.avi', '-c:v', 'mjpeg', '-c:a', 'pcm_u8',
+                       audio='sine=sample_rate=22050:duration=0.5')
+    expected = {two_tracks: [('aac', '48000', 2), ('flac', '44100', 1)], camera: [('aac', '22050', 1)]}
+    for take, tracks in expected.items():
+        out = tmp_path / take.stem
+        assert matte(take, out, checkpoint) == 0
+        streams = probe(out / 'pha.mp4', select='a')['streams']
+        assert [(s['codec_name'], s['sample_rate'], s['channels']) for s in streams] == tracks, take.name
+        for track in range(len(tracks)):  # as long as the source's, within an AAC frame's rounding
+            assert stated_audio_end(out / 'pha.mp4', track) == pytest.approx(decoded_audio_end(take, track), abs=0.002)
+    assert not leftovers(tmp_path)
+
+
+@needs_ffmpeg
+def test_a_truncated_video_is_matted_with_a_warning_naming_both_counts(tmp_path, checkpoint, capsys):
+    whole = make_clip(tmp_path / 'whole.mp4', '-c:v', 'libx264', '-movflags', '+faststart', rate='24', frames=48)
+    data = whole.read_bytes()
+    (tmp_path / 'cut.mp4').write_bytes(data[:len(data) // 2])  # the header, which declares 48 frames, and half the rest
+    capsys.readouterr()
+    assert matte(tmp_path / 'cut.mp4', tmp_path / 'out', checkpoint) == 0
+    written = len(frame_times(tmp_path / 'out' / 'pha.mp4', 'v:0'))
+    assert 0 < written < 48
+    err = capsys.readouterr().err
+    assert re.search(rf"cut\.mp4: .*declares 48 frames but only {written} could be decoded", err), err
+
+
+def test_overwriting_a_frame_folder_leaves_no_stale_frames(tmp_path, checkpoint):
+    _, frames = clip_frames(6)
+    write_video(tmp_path / 'long.mp4', frames, audio=False)
+    write_video(tmp_path / 'short.mp4', frames[:3], audio=False)
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'notes.txt').write_text('mine')
+    common = ['--output-dir', out, '--output-format', 'png', '--output-types', 'pha', '--bgr-first-frames', '1',
+              '--disable-progress', *model_args(checkpoint)]
+    assert run('--video-src', tmp_path / 'long.mp4', *common) == 0
+    assert len(os.listdir(out / 'pha')) == 6
+    assert run('--video-src', tmp_path / 'short.mp4', *common, '--overwrite') == 0
+    assert sorted(os.listdir(out / 'pha')) == ['00000.png', '00001.png', '00002.png']
+    # A run stopped half-way leaves the folder as it was, and nothing beside it.
+    writer = ImageSequenceWriter(str(out / 'pha'), overwrite=True)
+    writer.write(np.zeros((2, 96, 160, 1), np.uint8), ['00000', '00001'])
+    writer.abort()
+    assert sorted(os.listdir(out / 'pha')) == ['00000.png', '00001.png', '00002.png']
+    assert sorted(os.listdir(out)) == ['notes.txt', 'pha'] and (out / 'notes.txt').read_text() == 'mine'
+
+
+def test_sigterm_removes_unfinished_outputs_and_exits_non_zero(tmp_path, checkpoint):
+    # What `kill` and Slurm send: the run stops as after Ctrl-C, its writers removing their files.
+    plate, frames = clip_frames(2, width=64, height=48)
+    write_video(tmp_path / 'long.mp4', frames * 150, audio=False)
+    save_png(tmp_path / 'plate.png', plate)
+    out = tmp_path / 'out'
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, 'inference_video.py'), '--video-src', tmp_path / 'long.mp4', '--video-bgr',
+         tmp_path / 'plate.png', '--output-dir', out, '--output-types', 'com', 'pha', '--disable-progress',
+         *model_args(checkpoint)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not leftovers(tmp_path) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert leftovers(tmp_path), 'the run wrote no partial file before it ended'
+        process.send_signal(signal.SIGTERM)
+        err = process.communicate(timeout=60)[1]
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert 'terminated' in err and 'Traceback' not in err, err
+    assert not leftovers(tmp_path) and os.listdir(out) == []
+
+
+def test_the_bundled_model_is_the_default_checkpoint(tmp_path, capsys):
+    plate, frames = clip_frames(2)
+    write_video(tmp_path / 'take.mp4', frames, audio=False)
+    save_png(tmp_path / 'plate.png', plate)
+    common = ['--video-src', tmp_path / 'take.mp4', '--video-bgr', tmp_path / 'plate.png', '--output-types', 'pha',
+              '--disable-progress', '--device', 'cpu']
+    assert run(*common, '--output-dir', tmp_path / 'out') == 0
+    assert 'bundled demonstration model' in capsys.readouterr().out
+    assert len(read_video(tmp_path / 'out' / 'pha.mp4')[0]) == 2
+    assert run(*common, '--output-dir', tmp_path / 'other', '--model-backbone', 'resnet50') == 2
+    assert '--model-checkpoint is required with --model-backbone resnet50' in capsys.readouterr().err
+
+
+def test_frames_too_small_for_the_backbone_scale_are_warned_about_once(clip, checkpoint, tmp_path, capsys):
+    # 160x96 at the default scale 0.25: the base network sees 40x24, where the bundled model's matte
+    # holds 3 % of the subject (scripts/base_input_sizes.py).
+    args = model_args(checkpoint)
+    args[args.index('--model-backbone-scale') + 1] = '0.25'
+    assert run('--video-src', clip / 'take.mp4', '--video-bgr', clip / 'plate.png', '--output-dir', tmp_path / 'out',
+               '--output-types', 'pha', '--disable-progress', *args) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if 'base network' in line]
+    assert len(warnings) == 1 and '160x96' in warnings[0] and '--model-backbone-scale 0.5' in warnings[0], warnings
+    hd = MattingRefine('mobilenetv2', backbone_scale=0.25)
+    assert small_input_warning(hd, 720, 1280) is None and small_input_warning(hd, 1280, 720) is None
+    assert 'larger frames' in small_input_warning(MattingRefine('mobilenetv2', backbone_scale=0.5), 96, 160)
