@@ -46,13 +46,15 @@ import itertools
 import os
 import time
 from fractions import Fraction
-from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from common.files import names_by_stem
+from common.shards import Shard, parse_shard
 from inference_utils import (COMPOSITE, DEFAULT_COMPOSITE_COLOUR, OUTPUT_TYPES, ImageSequenceWriter, InputError,
                              Matting, ReplacementBackground, Throughput, VideoReader, VideoWriter,
                              add_model_arguments, align_plate, check_not_existing, check_plate,
@@ -130,14 +132,9 @@ def convert_video(model: nn.Module,
     if device is None or dtype is None:
         device, dtype = model_device_dtype(model)
 
-    # The images the model makes, and the output each is written to.
+    outputs = clip_outputs(output_dir, output_types, output_format, replacement_background)
     if output_format == 'video':
-        outputs = {(COMPOSITE if t == 'com' else t): os.path.join(output_dir, f'{t}.mp4') for t in output_types}
         replacement_background = replacement_background or DEFAULT_COMPOSITE_COLOUR
-    else:
-        outputs = {t: os.path.join(output_dir, t) for t in output_types}
-        if replacement_background:
-            outputs[COMPOSITE] = os.path.join(output_dir, COMPOSITE)
     matting = Matting(model, device, dtype, list(outputs))
 
     with contextlib.ExitStack() as stack:
@@ -188,6 +185,58 @@ def convert_video(model: nn.Module,
                 writer.abort()
             raise
         return Throughput(matting.frames, time.perf_counter() - start, matting.model_seconds)
+
+
+def clip_outputs(output_dir: str, output_types: Sequence[str], output_format: str,
+                 replacement_background: Optional[str]) -> Dict[str, str]:
+    """The images the model makes for a clip, and the output each is written to: {kind: path}.
+    In video format `com` is the composite over the replacement background (H.264 has no alpha)."""
+    if output_format == 'video':
+        return {(COMPOSITE if t == 'com' else t): os.path.join(output_dir, f'{t}.mp4') for t in output_types}
+    outputs = {t: os.path.join(output_dir, t) for t in output_types}
+    if replacement_background:
+        outputs[COMPOSITE] = os.path.join(output_dir, COMPOSITE)
+    return outputs
+
+
+def output_exists(path: str) -> bool:
+    """A video file, or a frame folder holding something (both are only ever put in place complete)."""
+    return os.path.isfile(path) or (os.path.isdir(path) and bool(os.listdir(path)))
+
+
+class Clip(NamedTuple):
+    name: str                   # the source's file name without extension (or its folder's name)
+    source: str                 # a video file or a folder of frames
+    clean_plate: Optional[str]  # its plate (an image or a video), or None with --bgr-first-frames
+    output_dir: str
+
+
+def plan_clips(sources: Sequence[str], clean_plate: Optional[str], output_dir: str,
+               shard: Optional[Shard]) -> List[Clip]:
+    """The clips to matte. One source (without --shard) writes into `output_dir` itself; several write
+    into `output_dir/<name>/`, each with its plate: `clean_plate` when it is a file (one plate for
+    all), or the file of the same name in `clean_plate` when it is a folder."""
+    if len(sources) == 1 and shard is None:
+        name = os.path.splitext(os.path.basename(os.path.normpath(sources[0])))[0]
+        return [Clip(name, sources[0], clean_plate, output_dir)]
+    names = {}
+    for source in sources:
+        name = os.path.splitext(os.path.basename(os.path.normpath(source)))[0]
+        if name in names:
+            raise InputError(f"--video-src: {names[name]} and {source} would both be written to "
+                             f"{os.path.join(output_dir, name)}; rename one of them")
+        names[name] = source
+    selected = shard.select(names) if shard else list(names)
+    plates = {}
+    if clean_plate and os.path.isdir(clean_plate):
+        plates = names_by_stem(sorted(f for f in os.listdir(clean_plate) if not f.startswith('.')),
+                               f'--video-bgr {clean_plate}')
+        missing = [name for name in selected if name not in plates]
+        if missing:
+            raise InputError(f"--video-bgr {clean_plate}: no plate named after {', '.join(missing[:5])}"
+                             f"{' ...' if len(missing) > 5 else ''} (one image or video per source, of the same name)")
+    return [Clip(name, names[name], os.path.join(clean_plate, plates[name]) if plates else clean_plate,
+                 os.path.join(output_dir, name)) for name in selected]
 
 
 def check_options(output_types, output_format, clean_plate, clean_plate_frames, bit_rate, crf, yuv444, seq_chunk,
@@ -298,15 +347,18 @@ def read_chunks(source, plate: Optional[np.ndarray], plate_reader: Optional[Vide
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=os.path.basename(__file__),
                                      description='Matting of a video or an image sequence (BGMv2).',
+                                     fromfile_prefix_chars='@',
                                      epilog=__doc__.split('\n\n', 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(parser, checkpoint_required=False)
     group = parser.add_argument_group('input')
-    group.add_argument('--video-src', '--src', dest='src', required=True, metavar='PATH',
-                       help='a video file, or a folder of frames')
+    group.add_argument('--video-src', '--src', dest='src', required=True, nargs='+', metavar='PATH',
+                       help='a video file or a folder of frames; or several, each then written to '
+                            'OUTPUT_DIR/<its name>/ (@FILE reads the list from FILE, one per line)')
     plate = group.add_mutually_exclusive_group(required=True)
     plate.add_argument('--video-bgr', '--bgr', dest='bgr', metavar='PATH',
-                       help='the clean plate: an image, or a video with one plate per frame')
+                       help='the clean plate: an image, or a video with one plate per frame; with several '
+                            'sources, one plate for all, or a folder holding a plate of the same name for each')
     plate.add_argument('--bgr-first-frames', type=int, default=0, metavar='N',
                        help='take the clean plate from the first N frames (their median), shot before the '
                             'subject enters')
@@ -334,7 +386,14 @@ def get_args_parser() -> argparse.ArgumentParser:
                        help='store full-resolution chroma (H.264 High 4:4:4: exact colours and sizes, but many '
                             'players cannot play it); default yuv420p, odd sides padded by one pixel')
     group.add_argument('--no-audio', action='store_true', help="leave the source's audio tracks out of the videos")
-    group.add_argument('--overwrite', action='store_true', help='replace existing outputs')
+    existing = group.add_mutually_exclusive_group()
+    existing.add_argument('--overwrite', action='store_true', help='replace existing outputs')
+    existing.add_argument('--skip-existing', action='store_true',
+                          help='skip the sources whose outputs all exist (with several sources or --shard, to resume)')
+    group.add_argument('--shard', metavar='I/N',
+                       help="matte only shard I of N of the sources (1 <= I <= N), for one task of a job array; "
+                            "'auto' takes I and N from Slurm's SLURM_ARRAY_TASK_ID / _MIN / _COUNT. A source's "
+                            "shard depends on its name only")
     group = parser.add_argument_group('performance')
     group.add_argument('--seq-chunk', type=int, default=1, help='frames given to the model at once (default 1)')
     group.add_argument('--queue-size', type=int, default=4,
@@ -346,26 +405,45 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    if not os.path.exists(args.src):
-        parser.error(f"--video-src {args.src}: no such file or folder")
-    if args.bgr and not os.path.isfile(args.bgr):
-        parser.error(f"--video-bgr {args.bgr}: no such file")
+    for source in args.src:
+        if not os.path.exists(source):
+            parser.error(f"--video-src {source}: no such file or folder")
+    if args.bgr and not os.path.exists(args.bgr):
+        parser.error(f"--video-bgr {args.bgr}: no such file or folder")
+    if args.bgr and os.path.isdir(args.bgr) and len(args.src) == 1 and not args.shard:
+        parser.error(f"--video-bgr {args.bgr} is a folder: give the plate file of --video-src {args.src[0]}")
     if args.bgr_first_frames < 0 or args.seq_chunk < 1 or args.queue_size < 1:
         parser.error('--bgr-first-frames must be positive, --seq-chunk and --queue-size at least 1')
     if args.crf is not None and not 0 <= args.crf <= 51:
         parser.error(f'--crf {args.crf:g}: expected 0 (lossless) to 51')
     default_to_demo_checkpoint(args, parser)
+    exit_on_user_error(parser.prog, lambda: run(args, parser))
 
-    def run():
-        resize = parse_size(args.video_resize, '--video-resize')
-        model, device, dtype = load_model_or_exit(parser, args)
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    output_format = 'png' if args.output_format == 'image_sequences' else args.output_format
+    shard = parse_shard(args.shard)
+    clips = plan_clips(args.src, args.bgr, args.output_dir, shard)
+    if shard:
+        print(f"shard {shard}: {len(clips)} of {len(args.src)} source(s)")
+    if args.skip_existing:
+        todo = [clip for clip in clips if not all(map(output_exists, clip_outputs(
+            clip.output_dir, args.output_types, output_format, args.replacement_background).values()))]
+        if len(todo) < len(clips):
+            print(f"{len(clips) - len(todo)} clip(s) already done, skipped")
+        clips = todo
+    if not clips:
+        return
+    resize = parse_size(args.video_resize, '--video-resize')
+    model, device, dtype = load_model_or_exit(parser, args)
+    for clip in clips:
         throughput = convert_video(
-            model, args.src, args.output_dir,
-            clean_plate=args.bgr,
+            model, clip.source, clip.output_dir,
+            clean_plate=clip.clean_plate,
             clean_plate_frames=args.bgr_first_frames,
             replacement_background=args.replacement_background,
             output_types=args.output_types,
-            output_format='png' if args.output_format == 'image_sequences' else args.output_format,
+            output_format=output_format,
             input_resize=resize,
             frame_rate=args.frame_rate,
             preprocess_alignment=args.preprocess_alignment,
@@ -379,9 +457,7 @@ def main(argv=None) -> None:
             progress=not args.disable_progress,
             device=device,
             dtype=dtype)
-        print(f"{args.output_dir}: {throughput}")
-
-    exit_on_user_error(parser.prog, run)
+        print(f"{clip.output_dir}: {throughput}")
 
 
 if __name__ == '__main__':

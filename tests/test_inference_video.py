@@ -359,3 +359,40 @@ def test_frames_too_small_for_the_backbone_scale_are_warned_about_once(clip, che
     hd = MattingRefine('mobilenetv2', backbone_scale=0.25)
     assert small_input_warning(hd, 720, 1280) is None and small_input_warning(hd, 1280, 720) is None
     assert 'larger frames' in small_input_warning(MattingRefine('mobilenetv2', backbone_scale=0.5), 96, 160)
+
+
+def test_several_sources_in_shards_each_with_its_plate(tmp_path, checkpoint, capsys, monkeypatch):
+    """--video-src A B C D: each clip into OUT/<name>/ with the plate of its name; --shard splits the list
+    (disjoint, complete); --skip-existing resumes; @FILE reads the list from a file."""
+    names = ['take1', 'take2', 'take3', 'take4', 'take5', 'take6']
+    (tmp_path / 'src').mkdir()
+    for index, name in enumerate(names):
+        plate, frames = clip_frames(3, seed=index)
+        write_video(tmp_path / 'src' / f'{name}.mp4', frames, audio=False)
+        save_png(tmp_path / 'plates' / f'{name}.png', plate)
+    (tmp_path / 'list.txt').write_text(''.join(f"{tmp_path / 'src' / name}.mp4\n" for name in names))
+    out = tmp_path / 'out'
+    common = ['--video-bgr', tmp_path / 'plates', '--output-dir', out, '--output-types', 'pha',
+              '--disable-progress', *model_args(checkpoint)]
+    counts = []
+    for index in (1, 2):
+        assert run('--video-src', f"@{tmp_path / 'list.txt'}", *common, '--shard', f'{index}/2') == 0
+        counts.append(int(re.search(r'shard \d/2: (\d+) of 6', capsys.readouterr().out).group(1)))
+    assert sorted(os.listdir(out)) == names and sum(counts) == 6 and all(counts), counts
+    assert all(os.path.isfile(out / name / 'pha.mp4') for name in names)
+    # Each clip was matted with its own plate: a matte of the right length for each.
+    assert all(len(read_video(out / name / 'pha.mp4')[0]) == 3 for name in names)
+
+    for variable, value in (('SLURM_ARRAY_TASK_ID', '4'), ('SLURM_ARRAY_TASK_MIN', '3'),
+                            ('SLURM_ARRAY_TASK_MAX', '4'), ('SLURM_ARRAY_TASK_COUNT', '2')):
+        monkeypatch.setenv(variable, value)
+    os.remove(out / 'take2' / 'pha.mp4')
+    sources = [tmp_path / 'src' / f'{name}.mp4' for name in names]
+    assert run('--video-src', *sources, *common, '--shard', 'auto', '--skip-existing') == 0
+    printed = capsys.readouterr().out
+    assert f'shard 2/2: {counts[1]} of 6' in printed and 'already done' in printed
+    assert os.path.isfile(out / 'take2' / 'pha.mp4') == ('take2' in printed)
+
+    os.remove(tmp_path / 'plates' / 'take3.png')
+    assert run('--video-src', *sources, *common) == 1
+    assert 'no plate named after take3' in capsys.readouterr().err
