@@ -4,7 +4,6 @@ Every writer of the project (images, videos, checkpoints, exports, results) writ
 temporary name beside its target and renames it when complete, so no reader ever sees a half-written
 file and no crash leaves one under the real name; the temporary is removed on failure.
 """
-import io
 import os
 import re
 import uuid
@@ -103,14 +102,43 @@ def write_bytes(path: str, data: bytes) -> None:
     atomic_write(path, write)
 
 
+class _RecordingWriter:
+    """A file that remembers the first OSError of its writes: torch.save reports a failed write (a full
+    disk, a file size limit) as a RuntimeError without the reason ('unexpected pos')."""
+
+    def __init__(self, file):
+        self.file = file
+        self.error: Optional[OSError] = None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = self.error or error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
 def save_torch(obj, path: str) -> None:
-    """`torch.save(obj, path)`, atomically. The object is serialised in memory first: torch.save
-    writing to a file reports a full disk as an internal error ('unexpected pos'), Python's own write
-    as the OSError it is, which then names the file."""
+    """`torch.save(obj, path)`, atomically and synced to disk before the rename. Streamed (a training
+    state of a large model is not held twice in memory); a failed write raises UserError naming `path`
+    with its reason."""
     import torch
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    write_bytes(path, buffer.getvalue())
+
+    def write(temporary: str) -> None:
+        with open(temporary, 'wb') as file:
+            writer = _RecordingWriter(file)
+            try:
+                torch.save(obj, writer)
+            except RuntimeError as error:
+                if writer.error is None:
+                    raise
+                raise writer.error from error
+            file.flush()
+            os.fsync(file.fileno())
+    atomic_write(path, write)
 
 
 def folder_problem(path: str) -> Optional[str]:

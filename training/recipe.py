@@ -4,13 +4,12 @@ from pathlib import Path
 
 from torch import nn
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 from dataset import paths as data_path
 from dataset import (BackgroundDataset, CompositionDataset, ForegroundDataset, SampleDataset, train_transforms,
                      valid_transforms)
-from model.checkpoint import (CheckpointError, load_checkpoint, load_deeplabv3_state_dict, load_imagenet_backbone,
-                              load_weights_file)
-from .state import describe, first_line
+from model.checkpoint import (CheckpointError, describe_load_error, load_checkpoint, load_deeplabv3_state_dict,
+                              load_imagenet_backbone, load_weights_file)
 
 
 def composition_datasets(args, stage: str):
@@ -51,8 +50,7 @@ def initialise_model(model: nn.Module, args) -> nn.Module:
         try:
             state = load_weights_file(path)
         except Exception as error:  # a damaged file fails anywhere in the unpickler
-            raise UserError(f'{option}: cannot read it as weights; the file is truncated, damaged or of another '
-                            f'kind ({describe(error)})') from error
+            raise UserError(f'{option}: cannot read it as weights: {describe_load_error(error)}') from error
         if not isinstance(state, dict):
             raise UserError(f'{option}: holds a {type(state).__name__}, not a dict of weights')
         try:

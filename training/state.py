@@ -20,24 +20,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from common.errors import UserError
+from common.errors import UserError, first_line
+from common.files import save_torch
+from model.checkpoint import describe_load_error
 
 TRAINING_STATE = 'last.pth'
-# What a write leaves behind when it is killed: `<name>.tmp.<pid>` (and `<name>.tmp`, the name weight
-# files were once written under), for the names a trainer writes only.
-TEMPORARY = re.compile(r'(last|epoch-\d+|epoch-\d+-iter-\d+)\.pth\.tmp(\.\d+)?')
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message: torch's add paragraphs of advice after it."""
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else ''
-
-
-def describe(error: BaseException) -> str:
-    """A library's exception in a few words: its type and the first sentence of its message."""
-    sentence = first_line(error).split('. ')[0]
-    return f'{type(error).__name__}: {sentence}' if sentence else type(error).__name__
+# What a write leaves behind when it is killed, for the names a trainer writes only: `.<name>.<random>.partial.pth`
+# (common.files.temporary_path), and `<name>.tmp.<pid>` or `<name>.tmp`, the names of earlier versions.
+TEMPORARY = re.compile(r'(last|epoch-\d+|epoch-\d+-iter-\d+)\.pth\.tmp(\.\d+)?'
+                       r'|\.(last|epoch-\d+|epoch-\d+-iter-\d+)\.[0-9a-f]{8}\.partial\.pth')
 
 
 def rng_state() -> Dict[str, Any]:
@@ -71,50 +62,15 @@ def gather_rng_states(world_size: int) -> List[Dict[str, Any]]:
     return states
 
 
-class _WriteErrors:
-    """A file that remembers the first OSError of its writes: torch.save reports a failed write (a
-    full disk, a file size limit) as a RuntimeError without the reason."""
-
-    def __init__(self, file):
-        self.file = file
-        self.error: Optional[OSError] = None
-
-    def write(self, data) -> int:
-        try:
-            return self.file.write(data)
-        except OSError as error:
-            self.error = self.error or error
-            raise
-
-    def flush(self) -> None:
-        self.file.flush()
-
-
 def atomic_save(obj, path: str) -> None:
-    """torch.save to a temporary name, then rename: a crash never leaves a truncated file, and a
-    failed write leaves neither a temporary nor a change to `path`.
-
-    Raises UserError naming `path` when it cannot be written (no space, no permission, ...).
-    """
-    tmp = f'{path}.tmp.{os.getpid()}'
+    """torch.save, atomically: a crash never leaves a truncated file, and a failed write leaves neither a
+    temporary nor a change to `path`. Raises UserError naming `path` when it cannot be written."""
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(tmp, 'wb') as file:
-            writer = _WriteErrors(file)
-            try:
-                torch.save(obj, writer)
-            except RuntimeError as error:
-                if writer.error is None:
-                    raise
-                raise writer.error from error
-            file.flush()
-            os.fsync(file.fileno())  # the data is on disk before the name points at it
-        os.replace(tmp, path)
-    except OSError as error:
-        raise UserError(f'cannot write checkpoint {path}: {error.strerror or describe(error)}') from error
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        save_torch(obj, path)
+    except UserError as error:
+        cause = error.__cause__
+        reason = getattr(cause, 'strerror', None) or first_line(cause or error)
+        raise UserError(f'cannot write checkpoint {path}: {reason}') from cause
 
 
 def remove_stale_temporaries(folder: str) -> List[str]:
@@ -185,8 +141,8 @@ def load_training_state(path: str, map_location) -> Dict[str, Any]:
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # a damaged file fails anywhere in the unpickler, with any exception
-        raise UserError(f'--resume {path}: cannot read it as a training checkpoint; the file is truncated, '
-                        f'damaged or of another kind ({describe(error)})') from error
+        raise UserError(f'--resume {path}: cannot read it as a training checkpoint: '
+                        f'{describe_load_error(error)}') from error
     if not isinstance(state, dict):
         raise UserError(f'--resume {path}: not a training checkpoint of this project (it holds a '
                         f'{type(state).__name__}, not a dict)')
