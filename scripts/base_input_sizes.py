@@ -8,11 +8,10 @@ of the true subject the matte holds (sum of min(pred, true) over sum of true alp
 predicted on the subject's opaque pixels, and the whole-frame alpha MSE.
 
     python -m dataset.synthetic --out data/heldout --count 1 --captures 8 --size 1280 720 --seed 1
-    python scripts/base_input_sizes.py --captures data/heldout/captures
+    python -m scripts.base_input_sizes --captures data/heldout/captures
 """
 import argparse
 import os
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,9 +19,8 @@ import cv2
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from inference_utils import DEMO_CHECKPOINT, read_image  # noqa: E402
-from model import MattingBase, MattingRefine, load_checkpoint  # noqa: E402
+from inference_utils import DEMO_CHECKPOINT, read_image
+from model import MattingBase, MattingRefine, load_checkpoint
 
 
 def main() -> None:

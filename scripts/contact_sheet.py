@@ -3,7 +3,7 @@
 The composite puts the foreground (OUT/com, RGBA) over a checkerboard, so that both the matte's
 edges and its holes show.
 
-    python scripts/contact_sheet.py --src samples/src --results output/samples --output contact_sheet.jpg
+    python -m scripts.contact_sheet --src samples/src --results output/samples --output contact_sheet.jpg
 """
 import argparse
 from pathlib import Path

@@ -5,7 +5,7 @@ Gaussian blur of sigma `blur` (to quiet sensor noise). low, high and blur are tu
 for the lowest alpha MSE on capture pairs with ground truth (e.g. the training seed), then applied to
 other pairs, whose alphas are written as 8-bit PNGs in the layout inference_images.py uses.
 
-    python scripts/difference_keying.py --tune data/train/captures --src samples/heldout/src \
+    python -m scripts.difference_keying --tune data/train/captures --src samples/heldout/src \
         --bgr samples/heldout/bgr --out output/keying
 """
 import argparse

@@ -3,17 +3,15 @@
 Four capture pairs at 1920x1080, 1280x720, 1024x768 and 640x480, seeds 2021 to 2024, saved as JPEG
 (quality 92) to keep the repository small. Running it again reproduces the same pixels.
 
-    python scripts/make_samples.py --out samples
+    python -m scripts.make_samples --out samples
 """
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from dataset.synthetic import generate  # noqa: E402
+from dataset.synthetic import generate
 
 SIZES = [(1920, 1080), (1280, 720), (1024, 768), (640, 480)]
 FIRST_SEED = 2021

@@ -1,30 +1,27 @@
 """Turns any weight file (a training checkpoint, a state_dict) into plain inference weights, optionally
 in float16: half the size, and what weights/ holds. The model loader casts them back to float32.
 
-    python scripts/release_weights.py checkpoint/demo-refine/last.pth \
+    python -m scripts.release_weights checkpoint/demo-refine/last.pth \
         weights/mattingrefine_mobilenetv2_synthetic_fp16.pth --fp16
 
 Several checkpoints are averaged, tensor by tensor (stochastic weight averaging): the last few
 checkpoints of a run at a constant learning rate average into weights better than any one of them.
 
-    python scripts/release_weights.py checkpoint/demo-refine-4/epoch-*-iter-{900,1000,1100}.pth \
+    python -m scripts.release_weights checkpoint/demo-refine-4/epoch-*-iter-{900,1000,1100}.pth \
         weights/mattingrefine_mobilenetv2_synthetic_fp16.pth --fp16 --overwrite
 
 With --refiner-from, the refiner of another MattingRefine file joins a MattingBase checkpoint: a base
 fine-tuned further by train_base.py goes on to train_refine.py with the refiner it already had.
 
-    python scripts/release_weights.py checkpoint/demo-base-3/last.pth checkpoint/demo-base-3/refine.pth \
+    python -m scripts.release_weights checkpoint/demo-base-3/last.pth checkpoint/demo-base-3/refine.pth \
         --refiner-from weights/mattingrefine_mobilenetv2_synthetic_fp16.pth
 """
 import argparse
 import os
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from model.checkpoint import CheckpointError, detect_backbone, read_state_dict, save_state_dict  # noqa: E402
+from model.checkpoint import CheckpointError, detect_backbone, read_state_dict, save_state_dict
 
 
 def with_refiner_of(parser, state_dict, backbone, path):

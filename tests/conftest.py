@@ -1,15 +1,12 @@
 import os
-import sys
 
 import pytest
 import torch
 
 from model import MattingRefine
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # on the path by pytest.ini's pythonpath
 SHARED = os.path.join(os.path.dirname(ROOT), 'shared')
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 # Two cores on CI: more threads only add contention between the test processes.
 torch.set_num_threads(min(2, torch.get_num_threads()))

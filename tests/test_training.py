@@ -21,6 +21,8 @@ from training.engine import Stage, Trainer, lr_factor
 from training.losses import base_loss
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The helper scripts of tests/helpers/ import the project: run them with it on the path.
+PROJECT_ENV = {**os.environ, 'PYTHONPATH': ROOT + os.pathsep + os.environ.get('PYTHONPATH', '')}
 
 
 @pytest.fixture(scope='module')
@@ -148,7 +150,7 @@ def test_two_process_ddp_ends_with_identical_weights(data, tmp_path):
                '--master_port', str(distributed.free_port()),
                os.path.join(ROOT, 'tests', 'helpers', 'ddp_train.py'), out,
                *base_args(data, out, 'ddp', '--max-steps', '2', '--batch-size', '4')]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=out)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=out, env=PROJECT_ENV)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     info = [open(os.path.join(out, f'rank{r}.txt')).read() for r in range(2)]
     assert info == ['2 2 DistributedDataParallel'] * 2
@@ -364,7 +366,7 @@ def test_a_stop_on_a_scheduled_step_still_writes_its_weights(data, tmp_path, sig
     argv = base_args(data, work, 'run', '--batch-size', '4', '--checkpoint-interval', '1', '--epoch-end', '1')
     command = [sys.executable, os.path.join(ROOT, 'tests', 'helpers', 'signal_at_step.py'), str(step), signal_name,
                *argv]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=work)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=work, env=PROJECT_ENV)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f'Stopped by {signal_name} at step {step};' in result.stdout
     state = load_state(work)

@@ -1,19 +1,18 @@
 """Run by tests/test_training.py under torchrun: trains MattingBase with DDP for a few steps, then
 every rank writes its own copy of the weights so that the test can compare them.
 
-    torchrun --nproc_per_node 2 tests/helpers/ddp_train.py OUT_DIR <train_base.py arguments>
+    PYTHONPATH=. torchrun --nproc_per_node 2 tests/helpers/ddp_train.py OUT_DIR <train_base.py arguments>
 """
 import os
 import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import train_base  # noqa: E402
-from training import distributed  # noqa: E402
-from training.engine import Trainer  # noqa: E402
-from training.options import check_arguments, training_parser  # noqa: E402
+import train_base
+from training import distributed
+from training.engine import Trainer
+from training.options import check_arguments, training_parser
 
 
 def main():

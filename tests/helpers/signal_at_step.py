@@ -1,7 +1,7 @@
 """Run by tests/test_training.py: train_base.py, whose process receives SIGNAL while it computes its
 STEP-th training step in this process (counted from 1), so that a stop falls on a chosen step.
 
-    python tests/helpers/signal_at_step.py STEP SIGNAL <train_base.py arguments>
+    PYTHONPATH=. python tests/helpers/signal_at_step.py STEP SIGNAL <train_base.py arguments>
 
 The signal is a real one, sent to the process by itself (os.kill); validation must not run before
 that step (it computes losses too).
@@ -10,9 +10,8 @@ import os
 import signal
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
-import train_base  # noqa: E402
+import train_base
 
 
 def main():
