@@ -1,0 +1,146 @@
+"""Matting of image pairs, a source and its clean plate each: the work of `inference_images.py` (`run`).
+
+Every output folder is checked before the model loads and made once it loaded; the outputs of each
+image are written all or none; a pair is named by its relative path without extension.
+"""
+import argparse
+import os
+import time
+
+from tqdm import tqdm
+
+from common.files import check_folder_can_be_made
+from common.images import image_size
+from common.shards import parse_shard
+from inference_utils import load_model_or_exit
+
+from .cli import InputError, warn
+from .files import Pairing, check_not_existing, pair_images, prepare_output_dir
+from .matting import COMPOSITE, Matting, Throughput
+from .pipeline import run_pipeline
+from .plates import align_plate, check_plate
+from .readers import ReplacementBackground, read_image
+from .writers import save_images
+
+
+def output_path(output_dir: str, output_type: str, name: str) -> str:
+    return os.path.join(output_dir, output_type, name + '.png')
+
+
+def list_names(paths, limit=10) -> str:
+    more = f', ... ({len(paths) - limit} more)' if len(paths) > limit else ''
+    return ', '.join(paths[:limit]) + more
+
+
+def plan(pairs, output_dir: str, output_types, skip_existing: bool):
+    """[(pair, the output types to write)]: all of them, or with skip_existing those missing. Checks
+    the sizes of the pairs to do from the image headers, before anything is computed."""
+    todo = []
+    for pair in pairs:
+        missing = [t for t in output_types
+                   if not (skip_existing and os.path.exists(output_path(output_dir, t, pair.name)))]
+        if missing:
+            todo.append((pair, missing))
+    for pair, _ in todo:
+        src_size, bgr_size = image_size(pair.src), image_size(pair.bgr)
+        if src_size != bgr_size:
+            raise InputError(f"{pair.src} is {src_size[0]}x{src_size[1]} but its clean plate {pair.bgr} is "
+                             f"{bgr_size[0]}x{bgr_size[1]}: they must have the same size")
+    return todo
+
+
+def read_pairs(todo, preprocess_alignment: bool, replacement: ReplacementBackground):
+    """Yields (pair, output types to write, src, bgr, background), the arrays (H, W, 3) uint8."""
+    for pair, output_types in todo:
+        src, bgr = read_image(pair.src), read_image(pair.bgr)
+        if src.shape != bgr.shape:
+            raise InputError(f"{pair.src} is {src.shape[1]}x{src.shape[0]} but its clean plate {pair.bgr} is "
+                             f"{bgr.shape[1]}x{bgr.shape[0]}: they must have the same size")
+        if preprocess_alignment:
+            alignment = align_plate(src, bgr)
+            if alignment.failure:
+                warn(f"{pair.bgr}: not aligned, {alignment.failure}; the plate is used as it is")
+            bgr = alignment.plate
+        problem = check_plate(src, bgr)
+        if problem:
+            warn(f"{pair.src}: {problem}")
+        background = replacement.frame((src.shape[1], src.shape[0])) if replacement else None
+        yield pair, output_types, src, bgr, background
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.queue_size < 1:
+        parser.error('--queue-size must be at least 1')
+    output_types = list(dict.fromkeys(args.output_types))
+    replacement = None
+    if args.replacement_background:
+        replacement = ReplacementBackground(args.replacement_background, allow_video=False)
+        output_types.append(COMPOSITE)
+
+    shard = parse_shard(args.shard)
+    pairing = pair_images(args.src, args.bgr)
+    if shard:
+        name_of = lambda path: os.path.splitext(path)[0]  # noqa: E731  (pairs are named by stem)
+        pairing = Pairing(shard.select(pairing.pairs, name=lambda pair: pair.name),
+                          shard.select(pairing.unpaired_src, name=name_of),
+                          shard.select(pairing.unpaired_bgr, name=name_of))
+    if pairing.unpaired_src:
+        warn(f"{len(pairing.unpaired_src)} source image(s) in {args.src} have no clean plate in {args.bgr} "
+             f"and are skipped: {list_names(pairing.unpaired_src)}")
+    if pairing.unpaired_bgr:
+        warn(f"{len(pairing.unpaired_bgr)} clean plate(s) in {args.bgr} have no source image: "
+             f"{list_names(pairing.unpaired_bgr)}")
+    if not pairing.pairs:
+        if shard:
+            print(f"shard {shard}: no image pairs fall in this shard; nothing to do")
+            return
+        raise InputError(f"no image of --src {args.src} has a clean plate in --bgr {args.bgr} "
+                         "(they are paired by relative path without extension)")
+    if shard:
+        print(f"shard {shard}: {len(pairing.pairs)} image pair(s)")
+
+    todo = plan(pairing.pairs, args.output_dir, output_types, args.skip_existing)
+    # Every folder an output goes to is checked before the model loads, and made only once it loaded:
+    # a run that fails early leaves nothing behind, and none fails after some outputs were written.
+    folders = output_folders(args.output_dir, todo)
+    check_folder_can_be_made(args.output_dir)
+    for folder in folders:
+        check_folder_can_be_made(folder, option='output folder')
+    if not args.overwrite:
+        check_not_existing((output_path(args.output_dir, t, pair.name) for pair, types in todo for t in types),
+                           'pass --skip-existing to keep existing outputs and do the rest, or --overwrite to '
+                           'replace them')
+    if len(todo) < len(pairing.pairs):
+        print(f"{len(pairing.pairs) - len(todo)} image(s) already done, skipped")
+    if not todo:
+        return
+
+    model, device, dtype = load_model_or_exit(parser, args)
+    matting = Matting(model, device, dtype, output_types)
+    prepare_output_dir(args.output_dir)
+    for folder in folders:
+        prepare_output_dir(folder, option='output folder')
+    progress = tqdm(total=len(todo), unit='image', disable=args.disable_progress, dynamic_ncols=True)
+
+    def compute(item):
+        pair, types, src, bgr, background = item
+        images = matting(src[None], bgr, background, label=pair.src)
+        progress.update(1)
+        return {'images': [(output_path(args.output_dir, t, pair.name), images[t][0]) for t in types]}
+
+    # One writer for all the outputs of an image, written all or none: a run stopped by an error
+    # leaves each image with every output or with none.
+    start = time.perf_counter()
+    try:
+        run_pipeline(read_pairs(todo, args.preprocess_alignment, replacement), compute, {'images': save_images},
+                     args.queue_size)
+    finally:
+        progress.close()
+    throughput = Throughput(matting.frames, time.perf_counter() - start, matting.model_seconds)
+    print(f"{len(todo)} image(s) written to {args.output_dir}; {throughput}")
+
+
+def output_folders(output_dir: str, todo) -> list:
+    """The folders the outputs of `todo` go to, parents before their sub-folders."""
+    folders = {os.path.dirname(output_path(output_dir, t, pair.name)) for pair, types in todo for t in types}
+    return sorted(folders, key=lambda folder: (folder.count(os.sep), folder))
