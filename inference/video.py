@@ -117,22 +117,16 @@ def convert_video(model: nn.Module,
             stack.callback(background.close)
         prepare_output_dir(output_dir)
         if not overwrite:
-            taken = [p for p in outputs.values() if os.path.isfile(p) or (os.path.isdir(p) and os.listdir(p))]
-            check_not_existing(taken, 'pass --overwrite to replace it, or choose another --output-dir')
+            check_not_existing([path for path in outputs.values() if output_exists(path)],
+                               'pass --overwrite to replace it, or choose another --output-dir')
 
         bar = stack.enter_context(tqdm(total=source.num_frames, unit='frame', disable=not progress, dynamic_ncols=True))
         start = time.perf_counter()
         writers = {}
         try:
             for kind, path in outputs.items():
-                if output_format == 'video':
-                    keep_audio = audio and isinstance(source, VideoReader) and source.has_audio
-                    writers[kind] = VideoWriter(path, source.frame_rate, source.time_base, bit_rate, crf,
-                                                audio_source=input_source if keep_audio else None,
-                                                colour=output_colour(source.colour, source.size),
-                                                sample_aspect_ratio=source.sample_aspect_ratio, yuv444=yuv444)
-                else:
-                    writers[kind] = ImageSequenceWriter(path, overwrite=overwrite)
+                writers[kind] = (open_video_writer(path, source, audio, bit_rate, crf, yuv444)
+                                 if output_format == 'video' else ImageSequenceWriter(path, overwrite=overwrite))
 
             def compute(chunk: Chunk):
                 images = matting(chunk.src, chunk.bgr, chunk.background,
@@ -154,6 +148,17 @@ def convert_video(model: nn.Module,
                 writer.abort()
             raise
         return Throughput(matting.frames, time.perf_counter() - start, matting.model_seconds)
+
+
+def open_video_writer(path: str, source, audio: bool, bit_rate: Optional[int], crf: Optional[float],
+                      yuv444: bool) -> VideoWriter:
+    """An H.264 writer timed, tagged and shaped as `source` (a VideoReader or an ImageSequenceReader) is,
+    with the source's audio tracks where it has them and `audio` is asked for."""
+    keep_audio = audio and isinstance(source, VideoReader) and source.has_audio
+    return VideoWriter(path, source.frame_rate, source.time_base, bit_rate, crf,
+                       audio_source=source.path if keep_audio else None,
+                       colour=output_colour(source.colour, source.size),
+                       sample_aspect_ratio=source.sample_aspect_ratio, yuv444=yuv444)
 
 
 def clip_outputs(output_dir: str, output_types: Sequence[str], output_format: str,

@@ -81,6 +81,7 @@ def open_virtual_camera(pyvirtualcam, width: int, height: int, frame_rate: Fract
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """The work of inference_webcam.py: options checked, then the model, then the live loop."""
     if args.max_frames is not None and args.max_frames < 1:
         parser.error('--max-frames must be at least 1')
     plate_frames = args.bgr_first_frames if args.bgr_first_frames is not None else (1 if args.headless else 0)
@@ -94,65 +95,95 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     background = ReplacementBackground(args.replacement_background)
     model, device, dtype = load_model_or_exit(parser, args)
     matting = Matting(model, device, dtype, [COMPOSITE])
-
     capture = Capture(args.source, parse_size(args.resolution, '--resolution'))
-    window = writer = output = camera = None
+    live = LiveMatting(matting, capture, background, plate_frames)
     try:
-        window = None if args.headless else Window(WINDOW_TITLE, show_fps=not args.hide_fps)
-        camera = open_virtual_camera(pyvirtualcam, *capture.size, capture.frame_rate) if pyvirtualcam else None
-        if args.output:
-            # A live source drops frames: its frames are timed by the clock, a file's by its frame rate.
-            writer = VideoWriter(args.output, capture.frame_rate,
-                                 time_base=Fraction(1, 1000) if capture.live else None)
-            output = WorkerThread(lambda item: writer.write(*item), queue_size=4, name='output')
-        plate, first_frames, matted, start = None, [], 0, None
-        while args.max_frames is None or matted < args.max_frames:
-            frame = capture.read()
-            if frame is None:
-                break
-            if plate is None and len(first_frames) < plate_frames:  # these frames make the plate, unmatted
-                first_frames.append(frame)
-                if len(first_frames) == plate_frames:
-                    plate = median_plate(first_frames)
-                shown, status = frame, 'taking the clean plate'
-            elif plate is None:
-                shown, status = frame, 'step out of view and press B to take the clean plate'
-            else:
-                start = start or time.perf_counter()
-                shown = matting(frame[None], plate, background.frame(capture.size), label='frame')[COMPOSITE]
-                if output:
-                    elapsed = time.perf_counter() - start
-                    output.put((shown, [round(elapsed * 1000) if capture.live else matted]))
-                shown, status = shown[0], 'B: new clean plate, Q: quit'
-                if camera:
-                    camera.send(shown)
-                matted += 1
-            key = window.show(shown, status) if window else ''
-            if key == 'b':
-                plate = frame
-            elif key == 'q':
-                break
-        if plate is None and args.headless:
+        live.open_outputs(None if args.headless else Window(WINDOW_TITLE, show_fps=not args.hide_fps),
+                          pyvirtualcam, args.output)
+        live.loop(args.max_frames)
+        if live.plate is None and args.headless:
             raise InputError(f"--source {args.source} ended before the clean plate was taken")
-        if output:
-            output.close()
-            if matted:
-                writer.close()
-                print(f"wrote {args.output}")
-            else:  # quit before the plate was taken: nothing to keep
-                writer.abort()
+        live.finish(args.output)
     except BaseException:
-        if output:
-            output.cancel()
-        if writer:
-            writer.abort()
+        live.abort()
         raise
     finally:
-        capture.close()
-        background.close()
-        if window:
-            window.close()
-        if camera:
-            camera.close()
-    if matted:
-        print(Throughput(matted, time.perf_counter() - start, matting.model_seconds))
+        live.close()
+    if live.matted:
+        print(Throughput(live.matted, time.perf_counter() - live.start, matting.model_seconds))
+
+
+class LiveMatting:
+    """The live loop: frames from `capture`, the clean plate from the first `plate_frames` of them (or the
+    B key), the composite over `background` shown, sent to a virtual camera and written to a video."""
+
+    def __init__(self, matting: Matting, capture: Capture, background: ReplacementBackground, plate_frames: int):
+        self.matting, self.capture, self.background, self.plate_frames = matting, capture, background, plate_frames
+        self.window = self.camera = self.writer = self.output = None
+        self.plate: Optional[np.ndarray] = None
+        self.first_frames, self.matted, self.start = [], 0, None
+
+    def open_outputs(self, window: Optional[Window], pyvirtualcam, path: Optional[str]) -> None:
+        self.window = window
+        if pyvirtualcam:
+            self.camera = open_virtual_camera(pyvirtualcam, *self.capture.size, self.capture.frame_rate)
+        if path:
+            # A live source drops frames: its frames are timed by the clock, a file's by its frame rate.
+            self.writer = VideoWriter(path, self.capture.frame_rate,
+                                      time_base=Fraction(1, 1000) if self.capture.live else None)
+            self.output = WorkerThread(lambda item: self.writer.write(*item), queue_size=4, name='output')
+
+    def loop(self, max_frames: Optional[int]) -> None:
+        while max_frames is None or self.matted < max_frames:
+            frame = self.capture.read()
+            if frame is None:
+                return
+            shown, status = self.step(frame)
+            key = self.window.show(shown, status) if self.window else ''
+            if key == 'b':
+                self.plate = frame
+            elif key == 'q':
+                return
+
+    def step(self, frame: np.ndarray):
+        """One frame: (the image to show, the status line)."""
+        if self.plate is None and len(self.first_frames) < self.plate_frames:  # they make the plate, unmatted
+            self.first_frames.append(frame)
+            if len(self.first_frames) == self.plate_frames:
+                self.plate = median_plate(self.first_frames)
+            return frame, 'taking the clean plate'
+        if self.plate is None:
+            return frame, 'step out of view and press B to take the clean plate'
+        self.start = self.start or time.perf_counter()
+        composite = self.matting(frame[None], self.plate, self.background.frame(self.capture.size),
+                                 label='frame')[COMPOSITE]
+        if self.output:
+            elapsed = time.perf_counter() - self.start
+            self.output.put((composite, [round(elapsed * 1000) if self.capture.live else self.matted]))
+        if self.camera:
+            self.camera.send(composite[0])
+        self.matted += 1
+        return composite[0], 'B: new clean plate, Q: quit'
+
+    def finish(self, path: Optional[str]) -> None:
+        if self.output:
+            self.output.close()
+            if self.matted:
+                self.writer.close()
+                print(f"wrote {path}")
+            else:  # quit before the plate was taken: nothing to keep
+                self.writer.abort()
+
+    def abort(self) -> None:
+        if self.output:
+            self.output.cancel()
+        if self.writer:
+            self.writer.abort()
+
+    def close(self) -> None:
+        self.capture.close()
+        self.background.close()
+        if self.window:
+            self.window.close()
+        if self.camera:
+            self.camera.close()
