@@ -19,6 +19,7 @@ from dataset.synthetic import generate
 from training import distributed
 from training.engine import Stage, Trainer, lr_factor
 from training.losses import base_loss
+from tolerance import assert_close
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The helper scripts of tests/helpers/ import the project: run them with it on the path.
@@ -223,7 +224,7 @@ def test_losses_are_float32_under_autocast():
 def test_channels_last_trains_the_same_model(data, tmp_path):
     """--channels-last changes the memory layout only. The first step's loss agrees to a few percent:
     train-mode BatchNorm over these tiny batches (the ASPP pooling branch normalises two values)
-    amplifies rounding differences; in eval mode the outputs agree to 1e-6."""
+    amplifies rounding differences; in eval mode the outputs agree to float32 rounding."""
     losses = {}
     for name, extra in (('plain', []), ('channels-last', ['--channels-last'])):
         train_base.main(base_args(data, str(tmp_path), name, '--max-steps', '2', '--deterministic', *extra))
@@ -243,8 +244,8 @@ def test_channels_last_trains_the_same_model(data, tmp_path):
     with torch.no_grad():
         expected = plain(src, bgr)
         outputs = channels_last(*(t.contiguous(memory_format=torch.channels_last) for t in (src, bgr)))
-    for a, b in zip(expected, outputs):
-        assert torch.allclose(a, b, atol=1e-6)
+    for name, a, b in zip(['pha', 'fgr', 'err', 'hid'], expected, outputs):
+        assert_close(b, a, rel=1e-5, what=name)
 
 
 # ---------------------------------------------------------------- checkpoints, stops and user errors
