@@ -6,7 +6,9 @@ Where the rank comes from, in order:
        `SLURM_JOB_NODELIST`, the port `MASTER_PORT` or one derived from the job id);
     3. neither: a plain `python train_*.py` spawns one process per requested device itself
        (`--nproc`, default: every visible GPU on CUDA, one process on CPU).
-NCCL on CUDA, gloo on CPU. Each rank works on its own GPU (`cuda:LOCAL_RANK`).
+NCCL on CUDA, gloo on CPU. Each rank works on its own GPU (`cuda:LOCAL_RANK`). A process started by
+a launcher always joins a process group, even alone (`torchrun --nproc_per_node 1`), so that one GPU
+runs the code path of many: DDP, SyncBatchNorm, the collectives.
 """
 import os
 import re
@@ -25,6 +27,7 @@ class DistributedContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device('cpu')
+    launched: bool = False  # started by torchrun or Slurm
 
     @property
     def is_main(self) -> bool:
@@ -32,7 +35,8 @@ class DistributedContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """Whether the process belongs to a process group: several processes, or one a launcher started."""
+        return self.world_size > 1 or self.launched
 
 
 def first_slurm_host(nodelist: str) -> str:
@@ -73,7 +77,7 @@ def launch(main: Callable, args, device_type: str, nproc: Optional[int]) -> None
     """Runs `main(args, context)` in every process of the job, spawning them for a plain start."""
     env = launcher_environment()
     if env is not None:
-        main(args, setup(env, device_type))
+        main(args, setup(env, device_type, launched=True))
         return
     if nproc is None:
         nproc = torch.cuda.device_count() if device_type == 'cuda' else 1
@@ -89,7 +93,8 @@ def _spawned(local_rank: int, main, args, device_type: str, nproc: int, port: in
     main(args, setup(env, device_type))
 
 
-def setup(env: dict, device_type: str) -> DistributedContext:
+def setup(env: dict, device_type: str, launched: bool = False) -> DistributedContext:
+    """Selects this rank's device and joins the process group (see `DistributedContext.distributed`)."""
     if device_type == 'cuda':
         if not torch.cuda.is_available():
             raise SystemExit('--device cuda: CUDA is not available on this machine (use --device cpu)')
@@ -99,7 +104,7 @@ def setup(env: dict, device_type: str) -> DistributedContext:
         torch.cuda.set_device(device)
     else:
         device = torch.device(device_type)
-    context = DistributedContext(env['rank'], env['world_size'], env['local_rank'], device)
+    context = DistributedContext(env['rank'], env['world_size'], env['local_rank'], device, launched)
     if context.distributed:
         # env:// rendezvous: under torchrun it reuses the launcher's store instead of opening a second one.
         os.environ.setdefault('MASTER_ADDR', env['master_addr'])

@@ -219,7 +219,9 @@ class Trainer:
 
     def fit(self) -> None:
         args = self.args
-        self.log(f'Training {self.stage.name} on {self.context.world_size} process(es), {self.device}, '
+        group = f', {dist.get_backend()} process group' if dist.is_initialized() else ''
+        sync = ', SyncBatchNorm' if self.sync_batchnorm(self.stage, self.context) else ''
+        self.log(f'Training {self.stage.name} on {self.context.world_size} process(es){group}{sync}, {self.device}, '
                  f'precision {self.precision}, {self.steps_per_epoch} steps per epoch')
         with self.stop:
             while self.epoch < args.epoch_end:
