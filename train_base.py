@@ -43,8 +43,12 @@ STAGE = Stage(
 )
 
 
+def get_args_parser():
+    return training_parser(__doc__, DEFAULTS)
+
+
 def main(argv=None):
-    parser = training_parser(__doc__, DEFAULTS)
+    parser = get_args_parser()
     args = parser.parse_args(argv)
     check_arguments(parser, args)
     run(STAGE, args)

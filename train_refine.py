@@ -57,7 +57,7 @@ STAGE = Stage(
 )
 
 
-def main(argv=None):
+def get_args_parser():
     parser = training_parser(__doc__, DEFAULTS)
     refine = parser.add_argument_group('refiner')
     refine.add_argument('--model-backbone-scale', type=float, default=0.25)
@@ -65,6 +65,11 @@ def main(argv=None):
     refine.add_argument('--model-refine-sample-pixels', type=int, default=80_000)
     refine.add_argument('--model-refine-threshold', '--model-refine-thresholding', type=float, default=0.7)
     refine.add_argument('--model-refine-kernel-size', type=int, choices=[1, 3], default=3)
+    return parser
+
+
+def main(argv=None):
+    parser = get_args_parser()
     args = parser.parse_args(argv)
     check_arguments(parser, args)
     run(STAGE, args)

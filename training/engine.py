@@ -190,10 +190,12 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def restore(self, path: str) -> None:
-        state = load_training_state(path, self.device)
+        # On the CPU: the random generator states must stay there; load_state_dict moves the rest.
+        state = load_training_state(path, 'cpu')
         unwrap(self.model).load_state_dict(state['model'])
         self.optimizer.load_state_dict(state['optimizer'])
-        self.scaler.load_state_dict(state['scaler'])
+        if state['scaler']:  # empty when saved without float16 (on the CPU, say): a fresh scaler calibrates itself
+            self.scaler.load_state_dict(state['scaler'])
         self.epoch, self.step = state['epoch'], state['step']
         self.step_in_epoch, self.nonfinite_steps = state['step_in_epoch'], state['nonfinite_steps']
         if self.step_in_epoch >= self.steps_per_epoch:
