@@ -5,7 +5,8 @@ import torch
 
 from model import Refiner
 
-DEVICES = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+DEVICES = ['cpu', pytest.param('cuda', marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='CUDA is not available')])]
 
 
 @pytest.mark.parametrize('device', DEVICES)
