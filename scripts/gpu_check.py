@@ -61,8 +61,8 @@ SETTINGS = {
     ),
     'dry-run': dict(
         device='cpu', total=100,
-        budget=dict(tests=30, speed=12, video=12, train=15, slow_tests=20),
-        min_start=dict(tests=5, speed=5, video=5, train=5, slow_tests=5),
+        budget=dict(tests=30, speed=8, video=10, train=12, slow_tests=20),
+        min_start=dict(tests=3, speed=3, video=3, train=3, slow_tests=3),
         speed=dict(backbones=('mobilenetv2', 'mobilenetv3', 'resnet50'), precisions=('fp32', 'bf16'),
                    batches=(1, 2), warmup=1, iterations=2,
                    resolutions={'HD': (128, 64, 0.25, 300), '4K': (256, 128, 0.125, 1_200)}),

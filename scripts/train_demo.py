@@ -57,7 +57,7 @@ PRESETS = {
         base=['--batch-size', '2', '--sample-size', '64', '--crop-min', '63', '--crop-max', '64'],
         refine=['--batch-size', '2', '--sample-size', '96', '--crop-min', '92', '--crop-max', '96',
                 '--model-backbone-scale', '0.5', '--model-refine-sample-pixels', '1600'],
-        workers=0, warmup_steps=2, log_interval=1, reserve_s=15),
+        workers=0, warmup_steps=2, log_interval=1, reserve_s=10),
 }
 
 
