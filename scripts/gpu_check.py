@@ -388,10 +388,10 @@ def in_memory_samples(stage: str, args, folder: Path, count: int):
 
 def measure_training(result: PartResult, settings: Dict, device, deadline: float) -> None:
     import torch
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     import train_base
     import train_refine
+    from train_demo import images_per_second, stop_after
     from training import distributed
     from training.engine import Stage, Trainer
 
@@ -442,7 +442,8 @@ def measure_training(result: PartResult, settings: Dict, device, deadline: float
                 if benchmark is not None:
                     torch.backends.cudnn.benchmark = benchmark
                 start = time.perf_counter()
-                trainer.fit()
+                with stop_after(time_left(deadline) - 2):  # the trainer stops at the next step and saves
+                    trainer.fit()
                 seconds = time.perf_counter() - start
             except Exception as error:  # recorded; the other runs go on
                 result.row(**key, failed=f'{type(error).__name__}: {error}')
@@ -450,12 +451,11 @@ def measure_training(result: PartResult, settings: Dict, device, deadline: float
             finally:
                 torch.backends.cudnn.benchmark = saved
                 distributed.cleanup()
-            events = EventAccumulator(str(work / 'log' / name / 'throughput'), size_guidance={'scalars': 0})
-            events.Reload()
-            rates = [e.value for e in events.Scalars('train/images_per_s')]
+            rates = images_per_second(work / 'log' / name / 'throughput')
             steady = sorted(rates[1:]) or rates
-            result.row(**key, steps=config['steps'], images_per_s=round(steady[len(steady) // 2], 2),
-                       images_per_s_whole_run=round(batch * config['steps'] / seconds, 2),
+            median = round(steady[len(steady) // 2], 2) if steady else None
+            result.row(**key, steps=trainer.step, images_per_s=median,
+                       images_per_s_whole_run=round(batch * trainer.step / seconds, 2),
                        intervals=[round(r, 2) for r in rates], nonfinite_steps=trainer.nonfinite_steps,
                        grad_scale=trainer.scaler.get_scale() if trainer.scaler.is_enabled() else None)
             print(f'train {stage_name} cudnn.benchmark {benchmark}: images/s per interval {rates}', flush=True)
@@ -514,7 +514,7 @@ def orchestrate(mode: str, out: str, total: Optional[float], parts=PARTS) -> Dic
                        '--deadline', str(part_start + limit), '--out', out]
             # The part's own deadline comes first (and its 15 s of grace for pytest); the process is
             # interrupted only if it overruns them.
-            status = wait_or_interrupt(subprocess.Popen(command, cwd=str(ROOT)), limit + 30)
+            status = wait_or_interrupt(subprocess.Popen(command, cwd=str(ROOT)), limit + 20)
             part = json.load(open(path)) if os.path.isfile(path) else {}
             if name in JUNIT and 'counts' not in part:
                 part.update(read_junit(os.path.join(out, JUNIT[name])))

@@ -121,6 +121,7 @@ def prepare_evaluation(paths: dict, preset: dict, failures: list) -> None:
 # --------------------------------------------------------------------------- training
 
 def images_per_second(log_dir: Path) -> list:
+    """The images/s a training run logged to TensorBoard in `log_dir`, one per logging interval."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     events = EventAccumulator(str(log_dir), size_guidance={'scalars': 0})
     events.Reload()

@@ -42,8 +42,12 @@ def test_dry_run_goes_through_every_part_and_prints_the_table_last(tmp_path):
     assert all('skipped' in row for row in parts['speed']['rows'] if row not in speed)
     video = measured(parts['video']['rows'], 'model_fps')
     assert video and all(row['frames'] == 4 and row['end_to_end_fps'] > 0 for row in video)
-    train = measured(parts['train']['rows'], 'images_per_s')
-    assert train and all(row['images_per_s'] > 0 and row['nonfinite_steps'] == 0 for row in train)
+    # A training run stopped at the part's limit keeps its steps; images/s need one logging interval.
+    train = [row for row in parts['train']['rows'] if 'steps' in row]
+    assert train and all(row['nonfinite_steps'] == 0 for row in train)
+    assert all(row['images_per_s'] > 0 for row in measured(train, 'images_per_s'))
+    for name in ('speed', 'video', 'train'):
+        assert not [row for row in parts[name]['rows'] if 'failed' in row or 'failed' in str(row.get('eager'))]
 
     # The table comes last, and the log holds what was printed.
     output = result.stdout
