@@ -194,8 +194,8 @@ class Refiner(nn.Module):
         elif self.patch_crop_method == 'roi_align':
             # Boxes in float32 at least: float16 cannot hold the half-pixel corners of a frame wider
             # than 1024 px, bfloat16 of one wider than 256 px, and a rounded corner samples between two
-            # pixels. roi_align computes its sample positions in the input's dtype, so a float16 or
-            # bfloat16 image is cropped in float32 (a copy of pixels: the values are the same).
+            # pixels. roi_align takes boxes of the input's dtype and computes its sample positions in
+            # it, so a float16 or bfloat16 image is cropped in float32 (a copy of pixels: same values).
             compute = x.dtype if x.dtype == torch.float64 else torch.float32
             b, y, x_ = idx[0].to(compute), idx[1].to(compute), idx[2].to(compute)
             # Boxes shifted by half a pixel so that every sample falls exactly on a pixel centre.
