@@ -61,7 +61,7 @@ SETTINGS = {
     ),
     'dry-run': dict(
         device='cpu', total=100,
-        budget=dict(tests=30, speed=8, video=10, train=12, slow_tests=20),
+        budget=dict(tests=30, speed=12, video=12, train=15, slow_tests=20),
         min_start=dict(tests=3, speed=3, video=3, train=3, slow_tests=3),
         speed=dict(backbones=('mobilenetv2', 'mobilenetv3', 'resnet50'), precisions=('fp32', 'bf16'),
                    batches=(1, 2), warmup=1, iterations=2,
@@ -217,7 +217,7 @@ def measure_speed(result: PartResult, settings: Dict, device, deadline: float) -
                 for backbone in config['backbones']:
                     key = dict(backbone=backbone, resolution=resolution, width=width, height=height,
                                precision=precision, batch=batch)
-                    if time_left(deadline) < 3:
+                    if result.data['rows'] and time_left(deadline) < 3:  # the first row runs in any case
                         result.row(**key, skipped='time limit of the part')
                         continue
                     if backbone not in models:
@@ -327,7 +327,7 @@ def measure_video(result: PartResult, settings: Dict, device, deadline: float) -
                    outputs='com.mp4 and pha.mp4 (H.264), the demonstration weights, HD settings')
         for precision, chunk in config['runs']:
             key = dict(precision=precision, seq_chunk=chunk)
-            if time_left(deadline) < 5:
+            if result.data['rows'] and time_left(deadline) < 5:  # the first run goes ahead in any case
                 result.row(**key, skipped='time limit of the part')
                 continue
             args = inference_video.get_args_parser().parse_args(
@@ -410,7 +410,7 @@ def measure_training(result: PartResult, settings: Dict, device, deadline: float
             sample_size, (crop_min, crop_max), batch, count = config['stages'][stage_name]
             key = dict(stage=stage_name, sample_size=sample_size, crop=[crop_min, crop_max], batch=batch,
                        cudnn_benchmark=benchmark)
-            if time_left(deadline) < 8:
+            if result.data['rows'] and time_left(deadline) < 8:  # the first run goes ahead in any case
                 result.row(**key, skipped='time limit of the part')
                 continue
             work = Path(folder) / stage_name
@@ -487,8 +487,10 @@ def run_part(name: str, mode: str, result_path: str, deadline: float, out: str) 
         result.set(status='stopped at its time limit')
 
 
-def orchestrate(mode: str, out: str, total: Optional[float], parts=PARTS) -> Dict:
-    settings = SETTINGS[mode]
+def orchestrate(mode: str, out: str, total: Optional[float], parts=PARTS, budgets: Optional[Dict] = None) -> Dict:
+    """Runs `parts` one after another within `total` seconds; `budgets` overrides parts' own limits."""
+    settings = copy.deepcopy(SETTINGS[mode])
+    settings['budget'].update(budgets or {})
     total = total or settings['total']
     start = time.time()
     deadline = start + total
@@ -580,6 +582,8 @@ def main(argv=None) -> int:
                              f"{SETTINGS['dry-run']['total']})")
     parser.add_argument('--parts', default=','.join(PARTS),
                         help=f"the parts to run, comma-separated (default: all, {','.join(PARTS)})")
+    parser.add_argument('--part-budget', action='append', default=[], metavar='PART=SECONDS',
+                        help='another time limit for a part, e.g. tests=200 for a second try (repeatable)')
     parser.add_argument('--part', choices=PARTS, help=argparse.SUPPRESS)
     parser.add_argument('--mode', choices=sorted(SETTINGS), help=argparse.SUPPRESS)
     parser.add_argument('--result', help=argparse.SUPPRESS)
@@ -595,7 +599,16 @@ def main(argv=None) -> int:
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         parser.error(f"--parts: unknown part(s) {', '.join(unknown)}; the parts are {', '.join(PARTS)}")
-    report = orchestrate('dry-run' if args.dry_run else 'gpu', args.out, args.budget, parts)
+    budgets = {}
+    for text in args.part_budget:
+        name, _, seconds = text.partition('=')
+        try:
+            budgets[name] = float(seconds)
+        except ValueError:
+            budgets[name] = None
+        if name not in PARTS or budgets[name] is None or budgets[name] <= 0:
+            parser.error(f"--part-budget {text}: expected PART=SECONDS with a part among {', '.join(PARTS)}")
+    report = orchestrate('dry-run' if args.dry_run else 'gpu', args.out, args.budget, parts, budgets)
     print(summary(report), flush=True)
     return 1 if failed(report) else 0
 

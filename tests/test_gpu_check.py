@@ -20,9 +20,10 @@ def measured(rows, field):
 def test_dry_run_goes_through_every_part_and_prints_the_table_last(tmp_path):
     out = tmp_path / 'out'
     # A large total budget: under load the parts stop at their own limits, none is skipped for lack of time.
-    result = subprocess.run(['bash', os.path.join(ROOT, 'scripts', 'gpu_check.sh'), '--dry-run', str(out),
-                             '--budget', '400'], env={**os.environ, 'PYTHON': sys.executable},
-                            capture_output=True, text=True, timeout=600)
+    command = ['bash', os.path.join(ROOT, 'scripts', 'gpu_check.sh'), '--dry-run', str(out), '--budget', '400',
+               '--part-budget', 'video=14']
+    result = subprocess.run(command, env={**os.environ, 'PYTHON': sys.executable}, capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / 'gpu_check.json').read_text())
     parts = report['parts']
@@ -51,6 +52,7 @@ def test_dry_run_goes_through_every_part_and_prints_the_table_last(tmp_path):
 
     # The table comes last, and the log holds what was printed.
     output = result.stdout
+    assert '--- video (at most 14 s)' in output
     assert output.index('--- slow_tests') < output.index('GPU check (dry-run):') < output.index('train      done')
     log = (out / 'gpu_check.log').read_text()
     assert log.rstrip().endswith(output.rstrip().splitlines()[-1])
@@ -85,7 +87,10 @@ def test_failures_are_read_back_from_pytest_and_set_the_exit_status(tmp_path):
     assert not gpu_check.failed(report)
 
 
-def test_unknown_parts_are_refused(tmp_path, capsys):
+@pytest.mark.parametrize('options, message', [(['--parts', 'tests,benchmarks'], 'unknown part(s) benchmarks'),
+                                              (['--part-budget', 'tests=soon'], '--part-budget tests=soon'),
+                                              (['--part-budget', 'speeds=30'], '--part-budget speeds=30')])
+def test_unknown_parts_and_unreadable_budgets_are_refused(tmp_path, capsys, options, message):
     with pytest.raises(SystemExit) as exit:
-        gpu_check.main(['--out', str(tmp_path), '--parts', 'tests,benchmarks'])
-    assert exit.value.code == 2 and 'unknown part(s) benchmarks' in capsys.readouterr().err
+        gpu_check.main(['--out', str(tmp_path), *options])
+    assert exit.value.code == 2 and message in capsys.readouterr().err
