@@ -22,15 +22,16 @@ def test_tiny_recipe_trains_both_stages_releases_fp16_weights_and_prints_the_hel
                             env={**os.environ, 'PYTHON': sys.executable}, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = json.loads((out / 'results.json').read_text())
-    for stage in ('base', 'refine'):
-        # At least the warm-up; more when the machine is not too busy. A stop at the budget saves the step.
-        assert report['stages'][stage]['steps'] >= train_demo.PRESETS['tiny']['warmup_steps'], report
+    for stage in report['stages'].values():
+        # At least the warm-up; more when the machine is not too busy. The resumed run is stopped at the
+        # stage's budget, a step and a checkpoint later at most.
+        assert stage['steps'] >= train_demo.PRESETS['tiny']['warmup_steps'], report
+        assert stage['seconds'] <= max(stage['budget_s'], stage['warmup_s']) + 20, report
     rows = report['table']
     assert list(rows)[0] == 'difference keying (tuned)' and list(rows)[1].startswith('this run (')
     for scores in rows.values():
         assert [title for _, _, title in train_demo.COLUMNS] == list(scores)
         assert all(value >= 0 for value in scores.values())
-    assert report['seconds'] < 0.5 * 60 + 60  # the budget, and the evaluation's reserve overrun at most
 
     weights = torch.load(out / train_demo.WEIGHTS_NAME, weights_only=True)
     assert all(v.dtype == torch.float16 for v in weights.values() if v.is_floating_point())
