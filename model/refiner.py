@@ -192,19 +192,20 @@ class Refiner(nn.Module):
                     .unfold(1, size + 2 * padding, size) \
                     .unfold(2, size + 2 * padding, size)[idx[0], idx[1], idx[2]]
         elif self.patch_crop_method == 'roi_align':
-            b, y, x_ = idx[0].type_as(x), idx[1].type_as(x), idx[2].type_as(x)
+            # Boxes in float32 at least: float16 cannot hold the half-pixel corners of a frame wider
+            # than 1024 px, bfloat16 of one wider than 256 px, and a rounded corner samples between two
+            # pixels. roi_align takes boxes of the input's dtype and computes its sample positions in
+            # it, so a float16 or bfloat16 image is cropped in float32 (a copy of pixels: same values).
+            compute = x.dtype if x.dtype == torch.float64 else torch.float32
+            b, y, x_ = idx[0].to(compute), idx[1].to(compute), idx[2].to(compute)
             # Boxes shifted by half a pixel so that every sample falls exactly on a pixel centre.
             x1 = x_ * size - 0.5
             y1 = y * size - 0.5
             x2 = x_ * size + size + 2 * padding - 0.5
             y2 = y * size + size + 2 * padding - 0.5
             boxes = torch.stack([b, x1, y1, x2, y2], dim=1)
-            if x.dtype == torch.bfloat16:
-                # torchvision has no bfloat16 roi_align kernel (CPU or CUDA); the crop copies pixels
-                # exactly, so computing it in float32 gives the same values.
-                return torchvision.ops.roi_align(x.float(), boxes.float(), size + 2 * padding,
-                                                 sampling_ratio=1).to(x.dtype)
-            return torchvision.ops.roi_align(x, boxes, size + 2 * padding, sampling_ratio=1)
+            return torchvision.ops.roi_align(x.to(compute), boxes, size + 2 * padding,
+                                             sampling_ratio=1).to(x.dtype)
         else:
             idx_pix = self.compute_pixel_indices(x, idx, size, padding)
             pat = torch.gather(x.reshape(-1), 0, idx_pix.view(-1))

@@ -6,7 +6,9 @@ Where the rank comes from, in order:
        `SLURM_JOB_NODELIST`, the port `MASTER_PORT` or one derived from the job id);
     3. neither: a plain `python train_*.py` spawns one process per requested device itself
        (`--nproc`, default: every visible GPU on CUDA, one process on CPU).
-NCCL on CUDA, gloo on CPU. Each rank works on its own GPU (`cuda:LOCAL_RANK`).
+NCCL on CUDA, gloo on CPU. Each rank works on its own GPU (`cuda:LOCAL_RANK`). A process started by
+a launcher always joins a process group, even alone (`torchrun --nproc_per_node 1`), so that one GPU
+runs the code path of many: DDP, SyncBatchNorm, the collectives.
 """
 import os
 import re
@@ -31,6 +33,7 @@ class DistributedContext:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device('cpu')
+    launched: bool = False  # started by torchrun or Slurm
 
     @property
     def is_main(self) -> bool:
@@ -38,7 +41,8 @@ class DistributedContext:
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1
+        """Whether the process belongs to a process group: several processes, or one a launcher started."""
+        return self.world_size > 1 or self.launched
 
 
 def first_slurm_host(nodelist: str) -> str:
@@ -114,7 +118,7 @@ def launch(main: Callable, args, device_type: str, nproc: Optional[int], prog: s
     warn_about_the_launch()
     env = launcher_environment()
     if env is not None:
-        main(args, setup(env, device_type))
+        main(args, setup(env, device_type, launched=True))
         return
     if nproc is None:
         nproc = torch.cuda.device_count() if device_type == 'cuda' else 1
@@ -139,7 +143,8 @@ def _spawned(local_rank: int, main, args, device_type: str, nproc: int, port: in
         sys.exit(USER_ERROR_EXIT)
 
 
-def setup(env: dict, device_type: str) -> DistributedContext:
+def setup(env: dict, device_type: str, launched: bool = False) -> DistributedContext:
+    """Selects this rank's device and joins the process group (see `DistributedContext.distributed`)."""
     if device_type == 'cuda':
         if not torch.cuda.is_available():
             raise UserError('--device cuda: CUDA is not available on this machine (use --device cpu)')
@@ -149,7 +154,7 @@ def setup(env: dict, device_type: str) -> DistributedContext:
         torch.cuda.set_device(device)
     else:
         device = torch.device(device_type)
-    context = DistributedContext(env['rank'], env['world_size'], env['local_rank'], device)
+    context = DistributedContext(env['rank'], env['world_size'], env['local_rank'], device, launched)
     if context.distributed:
         # env:// rendezvous: under torchrun it reuses the launcher's store instead of opening a second one.
         os.environ.setdefault('MASTER_ADDR', env['master_addr'])

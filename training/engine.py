@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
@@ -250,12 +251,14 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
 
     def restore(self, path: str) -> None:
-        state = load_training_state(path, self.device)
+        # On the CPU: the random generator states must stay there; load_state_dict moves the rest.
+        state = load_training_state(path, 'cpu')
         model = unwrap(self.model)
         try:
             model.load_state_dict(state['model'])
             self.optimizer.load_state_dict(state['optimizer'])
-            self.scaler.load_state_dict(state['scaler'])
+            if state['scaler']:  # empty when saved without float16 (on the CPU, say): a fresh scaler calibrates
+                self.scaler.load_state_dict(state['scaler'])
         except (RuntimeError, ValueError, KeyError) as error:
             raise UserError(f'--resume {path}: {mismatch(model, state["model"], self.args)}') from error
         self.epoch, self.step = state['epoch'], state['step']
@@ -319,8 +322,10 @@ class Trainer:
         if done:
             self.log(f'The run is complete: {done}; nothing to train')
         else:
-            self.log(f'Training {self.stage.name} on {self.context.world_size} process(es), {self.device}, '
-                     f'precision {self.precision}, {self.steps_per_epoch} steps per epoch')
+            group = f', {dist.get_backend()} process group' if dist.is_initialized() else ''
+            sync = ', SyncBatchNorm' if self.sync_batchnorm(self.stage, self.context) else ''
+            self.log(f'Training {self.stage.name} on {self.context.world_size} process(es){group}{sync}, '
+                     f'{self.device}, precision {self.precision}, {self.steps_per_epoch} steps per epoch')
         with self.stop:
             while self.completed() is None:
                 if not self.train_epoch():
