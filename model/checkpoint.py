@@ -237,6 +237,11 @@ def load_imagenet_backbone(model: nn.Module, path: str, print_stats: bool = True
     return load_matched_state_dict(model, state_dict, print_stats)
 
 
+def save_weights(model: nn.Module, path: str) -> None:
+    """Saves a model's plain state_dict for inference (unwrapped from DDP), atomically."""
+    save_state_dict(getattr(model, 'module', model).state_dict(), path)
+
+
 def save_state_dict(state_dict: Dict[str, torch.Tensor], path: str,
                     dtype: Optional[torch.dtype] = None) -> None:
     """Saves weights atomically; with `dtype`, floating tensors are cast to it (e.g. float16 halves the

@@ -390,7 +390,7 @@ def measure_training(result: PartResult, settings: Dict, device, deadline: float
 
     import train_base
     import train_refine
-    from train_demo import images_per_second, stop_after
+    from scripts.train_demo import images_per_second, stop_after
     from training import distributed
     from training.engine import Stage, Trainer
 
