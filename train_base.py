@@ -17,7 +17,7 @@ from model import MattingBase
 from training.engine import Stage, run
 from training.losses import base_loss
 from training.options import check_arguments, training_parser
-from training.recipe import composition_datasets, initialise_model, param_groups
+from training.recipe import adam, composition_datasets, initialise_model
 
 DEFAULTS = dict(batch_size=8, epoch_end=8, sample_size=512, crop_min=256, crop_max=512,
                 log_train_images_interval=2000, log_valid_interval=5000, checkpoint_interval=5000,
@@ -33,8 +33,8 @@ def losses(model, src, bgr, true_pha, true_fgr):
     return base_loss(pha, fgr, err, true_pha, true_fgr), {'pha': pha, 'fgr': fgr, 'err': err}
 
 
-def optimizer_groups(model, args):
-    return param_groups(model, args, DEFAULTS['lr'])
+def optimizer(model, args):
+    return adam(model, args, DEFAULTS['lr'])
 
 
 def datasets(args):
@@ -48,7 +48,7 @@ def batch_augment(args, generator):
 STAGE = Stage(
     name='base',
     build_model=build_model,
-    param_groups=optimizer_groups,
+    optimizer=optimizer,
     datasets=datasets,
     batch_augment=batch_augment,
     losses=losses,

@@ -20,7 +20,7 @@ from model.refiner import REFINE_MODES
 from training.engine import Stage, run
 from training.losses import refine_loss
 from training.options import check_arguments, training_parser
-from training.recipe import composition_datasets, initialise_model, param_groups
+from training.recipe import adam, composition_datasets, initialise_model
 
 DEFAULTS = dict(batch_size=4, epoch_end=1, sample_size=2048, crop_min=1024, crop_max=2048,
                 log_train_images_interval=1000, log_valid_interval=2000, checkpoint_interval=2000,
@@ -46,8 +46,8 @@ def losses(model, src, bgr, true_pha, true_fgr):
     return terms, {'pha': pha, 'fgr': fgr, 'err': err_sm, 'ref': ref_sm}
 
 
-def optimizer_groups(model, args):
-    return param_groups(model, args, DEFAULTS['lr'])
+def optimizer(model, args):
+    return adam(model, args, DEFAULTS['lr'])
 
 
 def datasets(args):
@@ -61,7 +61,7 @@ def batch_augment(args, generator):
 STAGE = Stage(
     name='refine',
     build_model=build_model,
-    param_groups=optimizer_groups,
+    optimizer=optimizer,
     datasets=datasets,
     batch_augment=batch_augment,
     losses=losses,

@@ -349,7 +349,7 @@ def test_overfitting_one_batch_under_amp_lowers_the_loss(data, stage, precision)
     pha, fgr, bgr = (torch.stack(t).to(DEVICE) for t in zip(train_set[0], train_set[1]))
     src = fgr * pha + bgr * (1 - pha)
     model = trainer.STAGE.build_model(args).to(DEVICE).train()
-    optimizer = torch.optim.Adam(trainer.STAGE.param_groups(model, args))
+    optimizer = trainer.STAGE.optimizer(model, args)
     scaler = torch.amp.GradScaler(DEVICE.type, enabled=precision == 'fp16')
     losses = []
     for _ in range(40):

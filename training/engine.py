@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, NamedTuple, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -31,7 +31,7 @@ from . import distributed
 from .state import (TRAINING_STATE, find_resume_path, gather_rng_states, load_training_state,
                     remove_stale_temporaries, save_training_state, save_weights, scheduled_weights, set_rng_state,
                     unwrap)
-from common.errors import UserError
+from common.errors import UserError, exit_with_error
 from model.checkpoint import detect_backbone
 
 AUTOCAST = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
@@ -47,7 +47,7 @@ class Stage:
     """What differs between the base and the refine stage.
 
     build_model(args) -> nn.Module
-    param_groups(model, args) -> list of Adam parameter groups (each with 'name' and 'lr')
+    optimizer(model, args) -> torch.optim.Optimizer, its parameter groups named ('name') for the logs
     datasets(args) -> (train_set, valid_set), items (pha, fgr, bgr) as CompositionDataset gives them
     batch_augment(args, generator) -> callable (pha, fgr, bgr) -> (src, pha, fgr, bgr), see BatchAugment
     losses(model, src, bgr, true_pha, true_fgr) -> (terms, outputs): loss terms by name, 'total' among
@@ -58,11 +58,21 @@ class Stage:
     """
     name: str
     build_model: Callable
-    param_groups: Callable
+    optimizer: Callable
     datasets: Callable
     batch_augment: Callable
     losses: Callable
     sync_batchnorm: bool = False
+
+
+class StepResult(NamedTuple):
+    """What one training step leaves for logging and for the decision to go on."""
+    terms: Dict[str, torch.Tensor]    # loss terms by name, 'total' among them
+    outputs: Dict[str, torch.Tensor]  # predictions by name ('pha', 'fgr', 'err', 'ref')
+    inputs: tuple                     # (src, bgr, true pha) of the batch, as the model saw them
+    nonfinite: bool                   # the loss was not finite on some rank: the step was skipped
+    stop_signal: int                  # a stop signal some rank received (0: none), agreed on by all
+    images: int                       # images of the step, over all ranks
 
 
 class StopRequest:
@@ -170,7 +180,7 @@ def run(stage: Stage, args, prog: str) -> None:
     try:
         distributed.launch(functools.partial(train, stage), args, device_type, args.nproc, prog)
     except UserError as error:
-        raise SystemExit(f'{prog}: error: {error}') from None
+        exit_with_error(prog, error)
 
 
 def train(stage: Stage, args, context: distributed.DistributedContext) -> None:
@@ -187,66 +197,87 @@ class Trainer:
         return stage.sync_batchnorm and context.distributed and context.device.type == 'cuda'
 
     def __init__(self, stage: Stage, args, context: distributed.DistributedContext):
-        if args.batch_size % context.world_size != 0:
-            raise UserError(f'--batch-size {args.batch_size} does not divide by the {context.world_size} processes '
-                            'of the job: the batch is split evenly over them')
-        per_rank = args.batch_size // context.world_size
-        bn_batch = args.batch_size if self.sync_batchnorm(stage, context) else per_rank
-        if bn_batch < 2:
-            raise UserError(f'--batch-size {args.batch_size} gives BatchNorm batches of {bn_batch} image: the ASPP '
-                            'pooling branch needs at least 2 (its statistics are over one value per image)')
         self.stage, self.args, self.context = stage, args, context
         self.device = context.device
         self.precision = resolve_precision(args.precision, self.device)
+        self.per_rank_batch = self.check_batch_size()
         self.checkpoint_dir = os.path.join(args.checkpoint_dir, args.model_name)
         self.log_dir = os.path.join(args.log_dir, args.model_name)
-        if context.is_main:
-            # Before any work: a folder that cannot be written would otherwise fail at the first save.
-            check_writable(self.checkpoint_dir, '--checkpoint-dir', args.checkpoint_dir)
-            check_writable(self.log_dir, '--log-dir', args.log_dir)
+        self.prepare_folders()
+        self.seed_and_choose_algorithms()
+        self.build_data()
+        self.build_model()
+        self.epoch, self.step, self.step_in_epoch, self.nonfinite_steps = args.epoch_start, 0, 0, 0
+        self.consecutive_nonfinite = 0
+        resume = find_resume_path(args.resume, self.checkpoint_dir)
+        if resume is not None:
+            self.restore(resume)
+        if context.distributed:
+            self.model = DistributedDataParallel(self.model,
+                                                 device_ids=[self.device] if self.device.type == 'cuda' else None)
+        self.writer = SummaryWriter(self.log_dir) if context.is_main else None
+        self.stop = StopRequest()
+
+    def check_batch_size(self) -> int:
+        """The batch of each process; UserError where --batch-size does not fit the job."""
+        batch_size, world_size = self.args.batch_size, self.context.world_size
+        if batch_size % world_size != 0:
+            raise UserError(f'--batch-size {batch_size} does not divide by the {world_size} processes '
+                            'of the job: the batch is split evenly over them')
+        per_rank = batch_size // world_size
+        bn_batch = batch_size if self.sync_batchnorm(self.stage, self.context) else per_rank
+        if bn_batch < 2:
+            raise UserError(f'--batch-size {batch_size} gives BatchNorm batches of {bn_batch} image: the ASPP '
+                            'pooling branch needs at least 2 (its statistics are over one value per image)')
+        return per_rank
+
+    def prepare_folders(self) -> None:
+        """Before any work: a folder that cannot be written would otherwise fail at the first save."""
+        if self.context.is_main:
+            check_writable(self.checkpoint_dir, '--checkpoint-dir', self.args.checkpoint_dir)
+            check_writable(self.log_dir, '--log-dir', self.args.log_dir)
             for name in remove_stale_temporaries(self.checkpoint_dir):
                 self.log(f'Removed {os.path.join(self.checkpoint_dir, name)}, left by an interrupted write')
-        torch.manual_seed(args.seed + context.rank)
-        if args.deterministic:
+
+    def seed_and_choose_algorithms(self) -> None:
+        torch.manual_seed(self.args.seed + self.context.rank)
+        if self.args.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
             os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
         elif self.device.type == 'cuda':
             torch.backends.cudnn.benchmark = True
 
-        train_set, valid_set = stage.datasets(args)
-        self.train_set, self.valid_set = train_set, valid_set
-        self.sampler = ResumableSampler(train_set, context.world_size, context.rank, args.seed)
-        self.loader = DataLoader(train_set, batch_size=per_rank, sampler=self.sampler, drop_last=True,
+    def build_data(self) -> None:
+        """The data sets, a sampler that can start part-way through an epoch, and the loader."""
+        args = self.args
+        self.train_set, self.valid_set = self.stage.datasets(args)
+        self.sampler = ResumableSampler(self.train_set, self.context.world_size, self.context.rank, args.seed)
+        self.loader = DataLoader(self.train_set, batch_size=self.per_rank_batch, sampler=self.sampler, drop_last=True,
                                  num_workers=args.num_workers, pin_memory=self.device.type == 'cuda',
                                  worker_init_fn=ignore_stop_signals,
                                  # Its own generator: drawing worker seeds from the global one would
                                  # shift the dropout randomness of a resumed run.
                                  generator=torch.Generator().manual_seed(args.seed))
-        self.steps_per_epoch = len(train_set) // args.batch_size
+        self.steps_per_epoch = len(self.train_set) // args.batch_size
         if self.steps_per_epoch == 0:
-            raise UserError(f'the training set has {len(train_set)} samples, fewer than one batch of '
+            raise UserError(f'the training set has {len(self.train_set)} samples, fewer than one batch of '
                             f'{args.batch_size}: lower --batch-size')
 
+    def build_model(self) -> None:
+        """The model on its device and memory format, its optimizer (the recipe's), the learning-rate
+        schedule's length and the gradient scaler of float16."""
+        args = self.args
         self.memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-        model = stage.build_model(args).to(self.device, memory_format=self.memory_format)
-        if self.sync_batchnorm(stage, context):
+        model = self.stage.build_model(args).to(self.device, memory_format=self.memory_format)
+        if self.sync_batchnorm(self.stage, self.context):
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
-        self.optimizer = torch.optim.Adam(stage.param_groups(model, args))
+        self.optimizer = self.stage.optimizer(model, args)
         self.base_lrs = [group['lr'] for group in self.optimizer.param_groups]
         self.decay_steps = args.lr_decay_steps or args.max_steps or (
             (args.epoch_end - args.epoch_start) * self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == 'fp16')
-        self.epoch, self.step, self.step_in_epoch, self.nonfinite_steps = args.epoch_start, 0, 0, 0
-
-        resume = find_resume_path(args.resume, self.checkpoint_dir)
-        if resume is not None:
-            self.restore(resume)
-        if context.distributed:
-            self.model = DistributedDataParallel(model, device_ids=[self.device] if self.device.type == 'cuda' else None)
-        self.writer = SummaryWriter(self.log_dir) if context.is_main else None
-        self.stop = StopRequest()
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -352,70 +383,82 @@ class Trainer:
             progress.close()  # also before an error's message, which then starts a line of its own
 
     def train_steps(self, progress: tqdm) -> bool:
-        """The steps of train_epoch, counted on `progress`."""
-        args = self.args
-        consecutive_nonfinite = 0
-        tick, images = time.perf_counter(), 0
-        for true_pha, true_fgr, true_bgr in self.loader:
-            generator = step_generator(args.seed, self.context.rank, self.step)
-            batch = [t.to(self.device, non_blocking=True) for t in (true_pha, true_fgr, true_bgr)]
-            true_src, true_pha, true_fgr, true_bgr = self.stage.batch_augment(args, generator)(*batch)
-            true_src, true_bgr = (t.contiguous(memory_format=self.memory_format) for t in (true_src, true_bgr))
-
-            with torch.autocast(self.device.type, dtype=AUTOCAST[self.precision] or torch.float32,
-                                enabled=AUTOCAST[self.precision] is not None):
-                terms, outputs = self.stage.losses(self.model, true_src, true_bgr, true_pha, true_fgr)
-            loss = terms['total']
-
-            # Every rank must take the same branch, or DDP's gradient all-reduce would hang. The stop
-            # signal is agreed on as its number, the largest winning: SIGTERM (15) over SIGUSR1 (10).
-            nonfinite, stop_signal = distributed.any_rank(
-                torch.tensor([float(not torch.isfinite(loss)), float(self.stop.signal or 0)]), self.context)
-            if nonfinite:
-                self.optimizer.zero_grad(set_to_none=True)
-                self.nonfinite_steps += 1
-                consecutive_nonfinite += 1
-                self.log(f'step {self.step}: non-finite loss, step skipped ({self.nonfinite_steps} so far)')
-                if consecutive_nonfinite >= args.max_nonfinite_steps:
-                    raise UserError(f'{consecutive_nonfinite} consecutive steps had a non-finite loss; stopping. '
-                                    'Lower the learning rates, try --precision fp32, or check the data.')
-            else:
-                consecutive_nonfinite = 0
-                self.set_learning_rates()
-                self.scaler.scale(loss).backward()
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-                self.optimizer.zero_grad(set_to_none=True)
-
-            self.step += 1
-            self.step_in_epoch += 1
-            images += true_src.size(0) * self.context.world_size
+        """The steps of train_epoch, counted on `progress`. False when the run must stop."""
+        self.consecutive_nonfinite, tick, images = 0, time.perf_counter(), 0
+        for batch in self.loader:
+            step = self.train_step(batch)
+            images += step.images
             progress.update(1)
-
+            if self.context.is_main and self.step % self.args.log_train_loss_interval == 0:
+                images_per_s = images / max(time.perf_counter() - tick, 1e-9)
+                self.log_scalars(step.terms, images_per_s)
+                progress.set_postfix(loss=f"{float(step.terms['total'].detach()):.4f}", img_s=f'{images_per_s:.1f}')
+                tick, images = time.perf_counter(), 0
             if self.context.is_main:
-                if self.step % args.log_train_loss_interval == 0:
-                    elapsed = time.perf_counter() - tick
-                    self.log_scalars(terms, images / max(elapsed, 1e-9))
-                    progress.set_postfix(loss=f"{float(loss.detach()):.4f}", img_s=f'{images / max(elapsed, 1e-9):.1f}')
-                    tick, images = time.perf_counter(), 0
-                if self.step % args.log_train_images_interval == 0:
-                    self.log_images('train', true_src, true_bgr, true_pha, outputs)
-                if self.step % args.log_valid_interval == 0:
-                    self.validate()
+                self.log_step_images_and_validate(step)
+            if not self.end_step(step.stop_signal):
+                return False
+        return True
 
-            # The files due at this step are written whatever happens next, a stop included.
-            weights = scheduled_weights(self.epoch, self.step, self.step_in_epoch == self.steps_per_epoch,
-                                        args.checkpoint_interval, args.max_steps)
-            stop = bool(stop_signal)
-            reached_max_steps = args.max_steps is not None and self.step >= args.max_steps
-            if weights or stop or reached_max_steps:
-                self.save(weights)
-            if stop:
-                self.stopped(signal.Signals(int(stop_signal)))
-                return False
-            if reached_max_steps:
-                self.log(f'Reached --max-steps {args.max_steps}')
-                return False
+    def train_step(self, batch) -> 'StepResult':
+        """Forward, backward and update on one batch (pha, fgr, bgr) of the loader; the step is skipped on
+        every rank when the loss is not finite on one of them."""
+        args = self.args
+        generator = step_generator(args.seed, self.context.rank, self.step)
+        batch = [t.to(self.device, non_blocking=True) for t in batch]
+        true_src, true_pha, true_fgr, true_bgr = self.stage.batch_augment(args, generator)(*batch)
+        true_src, true_bgr = (t.contiguous(memory_format=self.memory_format) for t in (true_src, true_bgr))
+        with torch.autocast(self.device.type, dtype=AUTOCAST[self.precision] or torch.float32,
+                            enabled=AUTOCAST[self.precision] is not None):
+            terms, outputs = self.stage.losses(self.model, true_src, true_bgr, true_pha, true_fgr)
+        loss = terms['total']
+
+        # Every rank must take the same branch, or DDP's gradient all-reduce would hang. The stop
+        # signal is agreed on as its number, the largest winning: SIGTERM (15) over SIGUSR1 (10).
+        nonfinite, stop_signal = distributed.any_rank(
+            torch.tensor([float(not torch.isfinite(loss)), float(self.stop.signal or 0)]), self.context)
+        if nonfinite:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.nonfinite_steps += 1
+            self.consecutive_nonfinite += 1
+            self.log(f'step {self.step}: non-finite loss, step skipped ({self.nonfinite_steps} so far)')
+            if self.consecutive_nonfinite >= args.max_nonfinite_steps:
+                raise UserError(f'{self.consecutive_nonfinite} consecutive steps had a non-finite loss; stopping. '
+                                'Lower the learning rates, try --precision fp32, or check the data.')
+        else:
+            self.consecutive_nonfinite = 0
+            self.set_learning_rates()
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.step_in_epoch += 1
+        return StepResult(terms, outputs, (true_src, true_bgr, true_pha), bool(nonfinite), int(stop_signal),
+                          true_src.size(0) * self.context.world_size)
+
+    def log_step_images_and_validate(self, step: 'StepResult') -> None:
+        """Rank 0, on their intervals: the batch's images and predictions, and the validation."""
+        if self.step % self.args.log_train_images_interval == 0:
+            self.log_images('train', *step.inputs, step.outputs)
+        if self.step % self.args.log_valid_interval == 0:
+            self.validate()
+
+    def end_step(self, stop_signal: int) -> bool:
+        """The files due at this step, written whatever happens next, a stop included; False when the
+        run stops here (a stop signal, or --max-steps)."""
+        args = self.args
+        weights = scheduled_weights(self.epoch, self.step, self.step_in_epoch == self.steps_per_epoch,
+                                    args.checkpoint_interval, args.max_steps)
+        reached_max_steps = args.max_steps is not None and self.step >= args.max_steps
+        if weights or stop_signal or reached_max_steps:
+            self.save(weights)
+        if stop_signal:
+            self.stopped(signal.Signals(stop_signal))
+            return False
+        if reached_max_steps:
+            self.log(f'Reached --max-steps {args.max_steps}')
+            return False
         return True
 
     def stopped(self, stop_signal: signal.Signals) -> None:

@@ -2,6 +2,7 @@
 import os
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from common.errors import UserError, first_line
@@ -71,7 +72,8 @@ def initialise_model(model: nn.Module, args) -> nn.Module:
     return model
 
 
-def param_groups(model: nn.Module, args, modules):
-    """One Adam group per top-level module, with its --lr-<module> learning rate."""
-    return [{'name': name, 'params': getattr(model, name).parameters(), 'lr': getattr(args, f'lr_{name}')}
-            for name in modules]
+def adam(model: nn.Module, args, modules) -> torch.optim.Adam:
+    """The optimizer of both stages, as the original: Adam with its default betas and eps, one parameter
+    group per top-level module (named, for the logs) at its --lr-<module> learning rate."""
+    return torch.optim.Adam([{'name': name, 'params': getattr(model, name).parameters(),
+                              'lr': getattr(args, f'lr_{name}')} for name in modules])
