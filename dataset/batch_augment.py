@@ -187,11 +187,12 @@ class BatchAugment:
         return bgr.index_copy(0, idx, color_jitter(bgr[idx], self.generator, 0.18, 0.18, 0.18, 0.1))
 
     def misalign_background(self, bgr: Tensor) -> Tensor:
-        """A slight rotation and shift of the captured background (border pixels repeat at the edge)."""
+        """A slight rotation and shift of the captured background; the strip it uncovers at the edges is
+        black, as the original's torchvision RandomAffine leaves it."""
         idx = _pick(len(bgr), self.misalign_p, self.generator)
         if len(idx) == 0:
             return bgr
         idx = idx.to(bgr.device)
         moved = random_affine(bgr[idx], self.generator, degrees=(-1, 1), translate=(0.01, 0.01),
-                              padding_mode='border')
+                              padding_mode='zeros')
         return bgr.index_copy(0, idx, moved)

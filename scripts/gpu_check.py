@@ -436,7 +436,7 @@ def measure_training(result: PartResult, settings: Dict, device, deadline: float
             args.checkpoint_dir, args.log_dir = str(work / 'checkpoint' / name), str(work / 'log' / name)
             saved = torch.backends.cudnn.benchmark
             try:
-                context = distributed.setup(dict(rank=0, world_size=1, local_rank=0), device.type)
+                context = distributed.setup(dict(rank=0, world_size=1, local_rank=0), device)
                 trainer = Trainer(stage, args, context)
                 if benchmark is not None:
                     torch.backends.cudnn.benchmark = benchmark

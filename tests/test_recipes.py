@@ -19,7 +19,8 @@ from dataset import (ApplyOnlyAt, ColorJitter, Compose, RandomAffineAndResize, R
                      RandomSharpen, ToTensor, batch_augment)
 from dataset.synthetic import generate
 from training import distributed
-from training.engine import Trainer, lr_factor, resolve_precision
+from common.devices import autocast_precision
+from training.engine import Trainer, lr_factor
 from training.losses import base_loss, refine_loss
 
 TRAINERS = {'base': train_base, 'refine': train_refine}
@@ -98,7 +99,7 @@ def test_options_default_to_the_original(stage, data, tmp_path):
     args = vars(default_args(stage, data, tmp_path))
     expected = {**ORIGINAL_OPTIONS[stage], **OUR_OPTIONS}
     assert {name: args[name] for name in expected} == expected
-    assert resolve_precision('auto', torch.device('cuda')) == 'fp16'
+    assert autocast_precision('auto', torch.device('cuda')) == 'fp16'
     assert [lr_factor(step, args['lr_schedule'], 1000, args['lr_warmup_steps']) for step in (0, 1, 999)] == [1, 1, 1]
 
 
@@ -202,6 +203,8 @@ def test_per_batch_augmentation_is_the_original(stage, multiple, data, tmp_path,
     # B181, R208: T.RandomAffine(degrees=(-1, 1), translate=(0.01, 0.01)): no zoom, no shear
     assert set(misalign_kwargs) <= {'degrees', 'translate', 'padding_mode'}
     assert (misalign_kwargs['degrees'], misalign_kwargs['translate']) == ((-1, 1), (0.01, 0.01))
+    # torchvision's RandomAffine on a tensor fills what the warp uncovers with 0 (black).
+    assert misalign_kwargs.get('padding_mode', 'zeros') == 'zeros'
 
     # B168-169, R195-196: noise of std 0.03 * random.random() on src and bgr (no clamping at 0.5 +- 4 std)
     noisy_src, noisy_bgr = augment.add_noise(image, image.clone())
@@ -249,6 +252,22 @@ def test_refine_loss_is_the_original():
                 + F.mse_loss(resize(err_sm, (32, 32)), resize(pha_sm, (32, 32)).sub(true_pha).abs()))
     ours = refine_loss(pha, fgr, pha_sm, fgr_sm, err_sm, true_pha, true_fgr)['total']
     assert math.isclose(float(ours), float(original), rel_tol=1e-5)
+
+
+def test_refine_loss_has_the_originals_gradients():
+    """R260-261: the refine stage's error target is not detached, so its gradient reaches the coarse
+    alpha (the base stage's is: B225 .detach())."""
+    g = torch.Generator().manual_seed(2)
+    inputs = [torch.rand(1, c, s, s, generator=g).requires_grad_() for c, s in ((1, 16), (3, 16), (1, 4), (3, 4),
+                                                                                (1, 4))]
+    true_pha, true_fgr = torch.rand(1, 1, 16, 16, generator=g), torch.rand(1, 3, 16, 16, generator=g)
+    pha, fgr, pha_sm, fgr_sm, err_sm = inputs
+    terms = refine_loss(pha, fgr, pha_sm, fgr_sm, err_sm, true_pha, true_fgr)
+    grad_of_error_term = torch.autograd.grad(terms['err_mse'], pha_sm)[0]
+    assert grad_of_error_term.abs().sum() > 0
+    pha_b, err_b = (torch.rand(1, 1, 16, 16, generator=g).requires_grad_() for _ in range(2))
+    base = base_loss(pha_b, torch.rand(1, 3, 16, 16), err_b, true_pha, true_fgr)
+    assert torch.autograd.grad(base['err_mse'], pha_b, allow_unused=True)[0] is None
 
 
 # ------------------------------------------------------------------ optimizer and model

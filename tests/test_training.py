@@ -446,3 +446,19 @@ def test_slurm_starts_that_do_not_do_what_they_seem_are_named():
     assert re.search('torchrun.*SIGUSR1.*srun task per GPU', distributed.launch_problem(torchrun))
     assert distributed.launch_problem({'RANK': '0', 'WORLD_SIZE': '2', 'TORCHELASTIC_RUN_ID': 'x'}) is None
     assert distributed.launch_problem({}) is None
+
+
+def test_device_names_are_those_of_inference():
+    """--device takes auto, cpu, cuda and cuda:N, as the inference scripts do; a GPU named by its index
+    serves one process only."""
+    parser = train_base.get_args_parser()
+    for name in ('auto', 'cpu', 'cuda', 'cuda:1'):
+        assert parser.parse_args(base_args('/unused', '/unused') + ['--device', name]).device == name
+    with pytest.raises(SystemExit):
+        parser.parse_args(base_args('/unused', '/unused') + ['--device', 'gpu0'])
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match='CUDA is not available'):
+            distributed.setup(dict(rank=0, world_size=1, local_rank=0), torch.device('cuda', 1))
+    else:
+        with pytest.raises(UserError, match='names one GPU, but the job has 2 processes'):
+            distributed.setup(dict(rank=0, world_size=2, local_rank=0), torch.device('cuda', 0))

@@ -107,7 +107,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(main: Callable, args, device_type: str, nproc: Optional[int], prog: str) -> None:
+def launch(main: Callable, args, device: torch.device, nproc: Optional[int], prog: str) -> None:
     """Runs `main(args, context)` in every process of the job, spawning them for a plain start.
 
     `main` must pickle (a module-level function, or a functools.partial of one) where processes are
@@ -118,50 +118,54 @@ def launch(main: Callable, args, device_type: str, nproc: Optional[int], prog: s
     warn_about_the_launch()
     env = launcher_environment()
     if env is not None:
-        main(args, setup(env, device_type, launched=True))
+        main(args, setup(env, device, launched=True))
         return
     if nproc is None:
-        nproc = torch.cuda.device_count() if device_type == 'cuda' else 1
+        nproc = torch.cuda.device_count() if device.type == 'cuda' and device.index is None else 1
     if nproc <= 1:
-        main(args, setup(dict(rank=0, world_size=1, local_rank=0), device_type))
+        main(args, setup(dict(rank=0, world_size=1, local_rank=0), device))
         return
     port = free_port()
     try:
-        mp.spawn(_spawned, args=(main, args, device_type, nproc, port, prog), nprocs=nproc, join=True)
+        mp.spawn(_spawned, args=(main, args, device, nproc, port, prog), nprocs=nproc, join=True)
     except mp.ProcessExitedException as error:
         if error.exit_code != USER_ERROR_EXIT:
             raise
         raise SystemExit(USER_ERROR_EXIT) from None  # the message is printed already
 
 
-def _spawned(local_rank: int, main, args, device_type: str, nproc: int, port: int, prog: str) -> None:
+def _spawned(local_rank: int, main, args, device: torch.device, nproc: int, port: int, prog: str) -> None:
     env = dict(rank=local_rank, world_size=nproc, local_rank=local_rank, master_addr='127.0.0.1', master_port=str(port))
     try:
-        main(args, setup(env, device_type))
+        main(args, setup(env, device))
     except UserError as error:
         print(f'{prog}: error: {error}', file=sys.stderr, flush=True)
         sys.exit(USER_ERROR_EXIT)
 
 
-def setup(env: dict, device_type: str, launched: bool = False) -> DistributedContext:
-    """Selects this rank's device and joins the process group (see `DistributedContext.distributed`)."""
-    if device_type == 'cuda':
+def setup(env: dict, device: torch.device, launched: bool = False) -> DistributedContext:
+    """Selects this rank's device and joins the process group (see `DistributedContext.distributed`).
+
+    `device`: where to train; on CUDA each rank takes the GPU of its local rank, unless a single process
+    was given one by its index (`--device cuda:1`)."""
+    if device.type == 'cuda':
         if not torch.cuda.is_available():
             raise UserError('--device cuda: CUDA is not available on this machine (use --device cpu)')
-        if env['local_rank'] >= torch.cuda.device_count():
+        if device.index is not None and env['world_size'] > 1:
+            raise UserError(f"--device {device} names one GPU, but the job has {env['world_size']} processes, each on "
+                            "the GPU of its local rank: give --device cuda")
+        if device.index is None and env['local_rank'] >= torch.cuda.device_count():
             raise UserError(f"local rank {env['local_rank']} has no GPU: only {torch.cuda.device_count()} visible")
-        device = torch.device('cuda', env['local_rank'])
+        device = torch.device('cuda', env['local_rank'] if device.index is None else device.index)
         torch.cuda.set_device(device)
-    else:
-        device = torch.device(device_type)
     context = DistributedContext(env['rank'], env['world_size'], env['local_rank'], device, launched)
     if context.distributed:
         # env:// rendezvous: under torchrun it reuses the launcher's store instead of opening a second one.
         os.environ.setdefault('MASTER_ADDR', env['master_addr'])
         os.environ.setdefault('MASTER_PORT', str(env['master_port']))
-        dist.init_process_group('nccl' if device_type == 'cuda' else 'gloo', init_method='env://',
+        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo', init_method='env://',
                                 rank=context.rank, world_size=context.world_size,
-                                device_id=device if device_type == 'cuda' else None)
+                                device_id=device if device.type == 'cuda' else None)
     return context
 
 

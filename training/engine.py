@@ -31,6 +31,7 @@ from . import distributed
 from .state import (TRAINING_STATE, find_resume_path, gather_rng_states, load_training_state,
                     remove_stale_temporaries, save_training_state, save_weights, scheduled_weights, set_rng_state,
                     unwrap)
+from common.devices import autocast_precision, resolve_device
 from common.errors import UserError, exit_with_error
 from model.checkpoint import detect_backbone
 
@@ -128,14 +129,6 @@ def lr_factor(step: int, schedule: str, decay_steps: int, warmup_steps: int) -> 
     return factor
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
-    if name == 'auto':
-        return 'fp16' if device.type == 'cuda' else 'fp32'
-    if name == 'fp16' and device.type != 'cuda':
-        raise UserError('--precision fp16 needs CUDA; on CPU use fp32 (default) or bf16')
-    return name
-
-
 def check_writable(folder: str, option: str, value: str) -> None:
     """Creates `folder` and writes a nameless file in it; UserError naming the option if that fails."""
     try:
@@ -174,11 +167,8 @@ def run(stage: Stage, args, prog: str) -> None:
 
     A UserError ends the program with `prog: error: message` on stderr and exit status 1.
     """
-    device_type = 'cuda' if args.device == 'auto' and torch.cuda.is_available() else args.device
-    if device_type == 'auto':
-        device_type = 'cpu'
     try:
-        distributed.launch(functools.partial(train, stage), args, device_type, args.nproc, prog)
+        distributed.launch(functools.partial(train, stage), args, resolve_device(args.device), args.nproc, prog)
     except UserError as error:
         exit_with_error(prog, error)
 
@@ -199,7 +189,7 @@ class Trainer:
     def __init__(self, stage: Stage, args, context: distributed.DistributedContext):
         self.stage, self.args, self.context = stage, args, context
         self.device = context.device
-        self.precision = resolve_precision(args.precision, self.device)
+        self.precision = autocast_precision(args.precision, self.device)
         self.per_rank_batch = self.check_batch_size()
         self.checkpoint_dir = os.path.join(args.checkpoint_dir, args.model_name)
         self.log_dir = os.path.join(args.log_dir, args.model_name)

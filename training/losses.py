@@ -41,7 +41,8 @@ def base_loss(pred_pha, pred_fgr, pred_err, true_pha, true_fgr) -> Dict[str, tor
 def refine_loss(pred_pha, pred_fgr, pred_pha_sm, pred_fgr_sm, pred_err_sm, true_pha, true_fgr
                 ) -> Dict[str, torch.Tensor]:
     """Loss of MattingRefine: the matting terms at full and at coarse resolution, and the error term
-    at full resolution (coarse error and alpha upsampled), its target detached.
+    at full resolution (coarse error and alpha upsampled). As in the original, this stage's error target
+    is not detached (the base stage's is): its gradient reaches the coarse alpha too.
 
     Inputs: full resolution pha/fgr (B, C, H, W); coarse pha_sm/fgr_sm/err_sm (B, C, h, w); 0 ~ 1.
     """
@@ -53,7 +54,7 @@ def refine_loss(pred_pha, pred_fgr, pred_pha_sm, pred_fgr_sm, pred_err_sm, true_
                   matting_losses(pred_pha_sm, pred_fgr_sm, true_pha_sm, true_fgr_sm).items()})
     full = true_pha.shape[2:]
     pred_err = F.interpolate(pred_err_sm.float(), full, mode='bilinear', align_corners=False)
-    pha_sm_up = F.interpolate(pred_pha_sm.detach().float(), full, mode='bilinear', align_corners=False)
+    pha_sm_up = F.interpolate(pred_pha_sm.float(), full, mode='bilinear', align_corners=False)
     terms['err_mse'] = F.mse_loss(pred_err, (pha_sm_up - true_pha).abs())
     terms['total'] = sum(terms.values())
     return terms

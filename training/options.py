@@ -1,10 +1,12 @@
 """The command line both trainers share. Each trainer sets the defaults of its stage (the paper's)."""
 import argparse
 
+from common.devices import PRECISIONS as DTYPES
+from common.devices import check_device_name
 from dataset.paths import add_data_arguments
 from model.model import BACKBONES
 
-PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
+PRECISIONS = ('auto', *DTYPES)
 
 
 def training_parser(description: str, defaults: dict) -> argparse.ArgumentParser:
@@ -66,7 +68,9 @@ def training_parser(description: str, defaults: dict) -> argparse.ArgumentParser
                        help='deterministic algorithms (slower; for exact reproduction)')
 
     run = parser.add_argument_group('run')
-    run.add_argument('--device', default='auto', help="auto, cuda or cpu")
+    run.add_argument('--device', default='auto', type=check_device_name,
+                     help="auto (CUDA when present), cpu, cuda (every process on the GPU of its local rank), or "
+                          "cuda:N (one process, on GPU N)")
     run.add_argument('--nproc', type=int, default=None,
                      help='processes to spawn on a plain start (default: one per visible GPU; 1 on CPU)')
     run.add_argument('--resume', default=None, help="a training checkpoint, or 'auto' for this run's last one")
@@ -91,7 +95,5 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error(f'--lr-warmup-steps must be 0 or more, got {args.lr_warmup_steps}')
     if args.lr_decay_steps is not None and args.lr_decay_steps < 1:
         parser.error(f'--lr-decay-steps must be at least 1, got {args.lr_decay_steps}')
-    if args.device not in ('auto', 'cpu', 'cuda'):
-        parser.error(f"--device must be auto, cpu or cuda, got {args.device!r}")
     if args.epoch_end <= args.epoch_start:
         parser.error(f'--epoch-end {args.epoch_end} must be greater than --epoch-start {args.epoch_start}')

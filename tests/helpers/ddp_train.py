@@ -20,7 +20,7 @@ def main():
     parser = training_parser('DDP test', train_base.DEFAULTS)
     args = parser.parse_args(argv)
     check_arguments(parser, args)
-    context = distributed.setup(distributed.launcher_environment(), 'cpu')
+    context = distributed.setup(distributed.launcher_environment(), torch.device('cpu'))
     try:
         trainer = Trainer(train_base.STAGE, args, context)
         trainer.fit()
