@@ -102,6 +102,10 @@ class LocalSlurm:
             'MpiDefault=none',
             'ReturnToService=2',
             'MinJobAge=600',
+            # Schedule every second, not every minute: a job waiting for the cores of the one before
+            # starts as soon as they are free.
+            'SchedulerParameters=sched_interval=1,sched_min_interval=100000',
+            'SchedulerType=sched/builtin',
             'KillWait=30',
             'JobCompType=jobcomp/filetxt',
             f"JobCompLoc={path('jobcomp.txt')}",
@@ -148,9 +152,7 @@ class LocalSlurm:
         raise RuntimeError(f'timed out waiting for {what}:\n' + self.logs())
 
     def _node_ready(self) -> bool:
-        result = subprocess.run(['sinfo', '--noheader', '--format=%t'], env=self.env(), capture_output=True,
-                                text=True)
-        return result.returncode == 0 and result.stdout.strip() in ('idle', 'mix', 'alloc')
+        return self._node_state() in ('idle', 'mix', 'alloc')
 
     def logs(self) -> str:
         text = []
@@ -219,10 +221,38 @@ class LocalSlurm:
         """A user's `scancel JOB`."""
         subprocess.run(['scancel', str(job_id)], env=self.env(), check=True, capture_output=True, timeout=30)
 
-    def start_now(self, job_id: int) -> None:
-        """Slurm holds a requeued job for two minutes (its begin time); the tests do not wait that long."""
-        subprocess.run(['scontrol', 'update', f'JobId={job_id}', 'StartTime=now'], env=self.env(), check=True,
-                       capture_output=True, timeout=30)
+    def start_now(self, job_id: int, timeout: float = 60) -> None:
+        """Slurm holds a requeued job for two minutes (its begin time); the tests do not wait that long.
+
+        The hold is lifted once the requeue is complete: the job pending for its begin time and the
+        node idle again (the run that was requeued has ended). Earlier, Slurm either refuses the update
+        or sets the hold again as the requeue completes."""
+        self.wait(job_id, lambda job: job['JobState'] == 'PENDING' and job.get('Reason') == 'BeginTime', timeout,
+                  'the requeue to complete')
+        # Every step of the requeued run, the batch script's included, must have ended: an old batch step
+        # ending after the new run started would end the new run with its own exit status.
+        self._wait(lambda: not self._steps_running(job_id), timeout, 'the requeued run to end')
+        deadline = time.monotonic() + timeout
+        while True:
+            result = subprocess.run(['scontrol', 'update', f'JobId={job_id}', 'StartTime=now'], env=self.env(),
+                                    capture_output=True, text=True, timeout=30)
+            job = self.job(job_id)
+            if result.returncode == 0 and job.get('Reason') != 'BeginTime':
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f'job {job_id}: its requeue hold could not be lifted ({result.stderr.strip()}); '
+                                     f'now {job}')
+            time.sleep(0.5)
+
+    @staticmethod
+    def _steps_running(job_id: int) -> bool:
+        """Whether a slurmstepd of the job (its batch script or a step) still runs on this machine."""
+        return subprocess.run(['pgrep', '-f', rf'slurmstepd.*\[{job_id}\.'], capture_output=True).returncode == 0
+
+    def _node_state(self) -> str:
+        result = subprocess.run(['sinfo', '--noheader', '--format=%t'], env=self.env(), capture_output=True,
+                                text=True)
+        return result.stdout.strip()
 
     def completions(self) -> List[Dict[str, str]]:
         """The job completion log (jobcomp/filetxt): one {field: value} per finished job run."""

@@ -109,7 +109,6 @@ def test_two_tasks_end_with_identical_weights_and_a_time_limit_signal_requeues_a
 
     wait_for_file(cluster, interrupted, os.path.join(work, 'checkpoint', 'interrupted', 'epoch-*-iter-4.pth'))
     cluster.signal(interrupted, 'USR1')
-    job = cluster.wait(interrupted, lambda j: j['Restarts'] == '1', 60, 'the requeue')
     cluster.start_now(interrupted)
     job = cluster.wait_ended(interrupted, timeout=240)
     text = read_output(interrupted_out)
@@ -146,18 +145,17 @@ def test_a_stop_on_an_epochs_last_step_leaves_that_epochs_file(cluster, job_env,
     work = str(tmp_path)
     data = str(tmp_path / 'data')
     generate(data, count=5, size=(96, 96), seed=4, captures=0)  # 4 training samples: one batch of 4
-    job_id, output = submit_training(cluster, job_env, work, 'epochs', '--epoch-end', '8', '--valid-samples', '1',
+    job_id, output = submit_training(cluster, job_env, work, 'epochs', '--epoch-end', '40', '--valid-samples', '1',
                                      data=data)
     folder = os.path.join(work, 'checkpoint', 'epochs')
     wait_for_file(cluster, job_id, os.path.join(folder, 'epoch-1.pth'))
     cluster.signal(job_id, 'USR1')
-    cluster.wait(job_id, lambda j: j['Restarts'] == '1', 60, 'the requeue')
     cluster.start_now(job_id)
     job = cluster.wait_ended(job_id, timeout=240)
     text = read_output(output)
     assert job['JobState'] == 'COMPLETED', text
     assert re.search(r'Stopped by SIGUSR1 at step \d+', text), text
-    assert sorted(f for f in os.listdir(folder) if f.startswith('epoch-')) == [f'epoch-{n}.pth' for n in range(8)]
+    assert sorted(f for f in os.listdir(folder) if f.startswith('epoch-')) == sorted(f'epoch-{n}.pth' for n in range(40))
 
 
 def test_a_plain_python_start_in_a_two_task_allocation_warns(cluster, job_env, data, tmp_path):
