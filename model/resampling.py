@@ -1,0 +1,162 @@
+"""Resizing, cropping and writing back patches with the values of the eager model's operations, with less
+memory traffic (used by `optimize`)."""
+from typing import List, Optional, Tuple
+
+import torch
+from torch.nn import functional as F
+
+__all__ = ['bilinear', 'interpolation_table', 'rows_view', 'resample_windows', 'crop_windows', 'replace_patches']
+
+
+def bilinear(x: torch.Tensor, size: Optional[Tuple[int, int]] = None,
+             scale_factor: Optional[float] = None) -> torch.Tensor:
+    """`F.interpolate(x, size or scale_factor, mode='bilinear', align_corners=False)` (a scale factor with
+    recompute_scale_factor, as the eager model), the same values on PyTorch's fastest path: one image
+    expanded over the batch (a shared clean plate) is resized once, and a contiguous image as a batch of
+    one-channel images (3 ~ 15x faster on CPU than PyTorch's loop over channels).
+
+    Input: (B, C, H, W). Output: (B, C, h, w), contiguous where x is (or channels-last where x is).
+    """
+    if x.size(0) > 1 and x.stride(0) == 0:
+        return bilinear(x[:1], size, scale_factor).expand(x.size(0), -1, -1, -1)
+    B, C, H, W = x.shape
+    planes = C > 1 and x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    if planes:
+        x = x.view(B * C, 1, H, W)
+    x = F.interpolate(x, size, scale_factor, mode='bilinear', align_corners=False,
+                      recompute_scale_factor=True if scale_factor is not None else None)
+    return x.view(B, C, x.size(2), x.size(3)) if planes else x
+
+
+def interpolation_table(coarse: int, fine: int, stride: int, margin: int, size: int, device: torch.device
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear upsampling (align_corners=False) from `coarse` to `fine` pixels along one axis, for windows
+    only: window n covers the fine pixels n * stride - margin + [0, size), zero outside [0, fine) (the
+    eager refiner pads its half-resolution features with zeros).
+
+    Returns:
+        start: (N,) int64, the first of the K coarse pixels that window n reads, N = ceil(fine / stride);
+            the K pixels lie inside the image.
+        weights: (N, size, K) float32: fine pixel i of window n = sum_k weights[n, i, k] * coarse[start[n] + k].
+    """
+    # The source coordinate as PyTorch's upsampling computes it, in float32.
+    scale = torch.tensor(coarse / fine, dtype=torch.float32)
+    source = ((torch.arange(fine, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
+    low = source.long().clamp(max=coarse - 1)
+    high = (low + 1).clamp(max=coarse - 1)
+    frac = source - low
+
+    count = -(-fine // stride)
+    pixels = torch.arange(count).view(-1, 1) * stride - margin + torch.arange(size)  # (N, size)
+    inside = (pixels >= 0) & (pixels < fine)
+    pixels = pixels.clamp(0, fine - 1)
+    width = min(int((high[pixels[:, -1]] - low[pixels[:, 0]]).max()) + 1, coarse)
+    start = low[pixels[:, 0]].clamp(max=coarse - width)
+    weights = torch.zeros(count, size, width)
+    weights.scatter_add_(2, (low[pixels] - start.view(-1, 1)).unsqueeze(2), (1 - frac[pixels]).unsqueeze(2))
+    weights.scatter_add_(2, (high[pixels] - start.view(-1, 1)).unsqueeze(2), frac[pixels].unsqueeze(2))
+    weights *= inside.unsqueeze(2)
+    return start.to(device), weights.to(device)
+
+
+def rows_view(x: torch.Tensor, length: int) -> torch.Tensor:
+    """A (N, length) view of x's memory whose row n holds the `length` elements from x's first element
+    plus n on: `index_select` on it copies runs of consecutive elements, a fast whole-row copy each."""
+    available = x.untyped_storage().nbytes() // x.element_size() - x.storage_offset()
+    return x.as_strided((available - length + 1, length), (1, 1))
+
+
+def resample_windows(x: torch.Tensor, b: torch.Tensor, r: torch.Tensor, c: torch.Tensor,
+                     rows: Tuple[torch.Tensor, torch.Tensor], cols: Tuple[torch.Tensor, torch.Tensor]
+                     ) -> torch.Tensor:
+    """Upsamples the windows of `x` given by two `interpolation_table`s: what upsampling all of x and
+    cropping the windows gives, computed on the windows alone.
+
+    Inputs:
+        x: (B, C, h, w) coarse image, channels-last (the channels of a pixel consecutive in memory).
+        b, r, c: (P,) batch, row and column of each window (indices into the tables).
+        rows, cols: the `interpolation_table`s of the two axes.
+    Output:
+        (P, S, S, C), contiguous (channels-last patches), in x's dtype.
+    """
+    row_start, row_weights = rows
+    col_start, col_weights = cols
+    C = x.size(1)
+    K, L = row_weights.shape[2], col_weights.shape[2]
+    P, S = b.size(0), row_weights.shape[1]
+    stride_b, stride_c, stride_h, stride_w = x.stride()
+    assert stride_c == 1, 'x must be channels-last'
+    # A window row is L pixels, consecutive in memory: K copies of L * stride_w elements each.
+    first = b * stride_b + row_start[r] * stride_h + col_start[c] * stride_w
+    offsets = first.view(-1, 1) + torch.arange(K, device=x.device) * stride_h
+    window = rows_view(x, L * stride_w).index_select(0, offsets.view(-1)).view(P * K, L, stride_w)[..., :C]
+    # Columns, then rows, as batched matrix products.
+    t = torch.bmm(col_weights[c].to(x.dtype).unsqueeze(1).expand(P, K, S, L).reshape(P * K, S, L), window)
+    return torch.bmm(row_weights[r].to(x.dtype), t.view(P, K, S * C)).view(P, S, S, C)
+
+
+def crop_windows(image: torch.Tensor, b: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
+                 size: int) -> torch.Tensor:
+    """Crops size x size windows from an image, zero outside it.
+
+    Inputs:
+        image: (B, C, H, W), any strides (one image expanded over the batch too).
+        b, top, left: (P,) batch, first row and first column of each window (may lie outside the image).
+    Output:
+        (P, size, size, C), channels last (not necessarily contiguous).
+    """
+    B, C, H, W = image.shape
+    offsets = torch.arange(size, device=b.device)
+    rows = (top.view(-1, 1) + offsets).clamp(0, H - 1)  # (P, size)
+    first = left.clamp(0, W - size)
+    stride_b, stride_c, stride_h, stride_w = image.stride()
+    # Copy runs of consecutive elements: a window row of whole pixels where the image is channels-last,
+    # else a window row of one channel.
+    if stride_c == 1 and stride_w == C:
+        starts = b.view(-1, 1) * stride_b + rows * stride_h + first.view(-1, 1) * stride_w
+        crops = rows_view(image, size * C).index_select(0, starts.view(-1)).view(-1, size, size, C)
+    else:
+        if stride_w != 1:
+            image = image.contiguous()
+            stride_b, stride_c, stride_h, stride_w = image.stride()
+        channels = torch.arange(C, device=b.device).view(1, C, 1) * stride_c
+        starts = (b.view(-1, 1, 1) * stride_b + channels + rows.view(-1, 1, size) * stride_h
+                  + first.view(-1, 1, 1))
+        crops = rows_view(image, size).index_select(0, starts.view(-1)).view(-1, C, size, size).permute(0, 2, 3, 1)
+    # Windows that reach past the image (rare): cropped again pixel by pixel, zero outside.
+    border = torch.nonzero((top < 0) | (top > H - size) | (left < 0) | (left > W - size)).view(-1)
+    if torch.jit.is_tracing() or border.size(0) > 0:
+        y = top[border].view(-1, 1) + offsets
+        z = left[border].view(-1, 1) + offsets
+        inside = ((y >= 0) & (y < H)).view(-1, size, 1, 1) & ((z >= 0) & (z < W)).view(-1, 1, size, 1)
+        pixels = image.permute(0, 2, 3, 1)[b[border].view(-1, 1, 1), y.clamp(0, H - 1).view(-1, size, 1),
+                                           z.clamp(0, W - 1).view(-1, 1, size)]
+        crops[border] = pixels * inside
+    return crops
+
+
+def replace_patches(x: torch.Tensor, patches: torch.Tensor, b: torch.Tensor, r: torch.Tensor,
+                    c: torch.Tensor) -> None:
+    """Writes patches into x in place.
+
+    Inputs:
+        x: (B, C, H, W), H and W multiples of the patch side s.
+        patches: (P, C, s, s).
+        b, r, c: (P,) batch, row and column of each patch on the grid of stride s.
+    """
+    B, C, H, W = x.shape
+    s = patches.size(2)
+    x.view(B, C, H // s, s, W // s, s).permute(0, 2, 4, 1, 3, 5)[b, r, c] = patches.to(x.dtype)
+
+
+def tile_grid(selected: torch.Tensor, tile: int) -> List[torch.Tensor]:
+    """The tiles of tile x tile positions holding at least one selected position.
+
+    Input:
+        selected: (B, 1, h, w), 1 selected, else 0.
+    Output:
+        b, r, c: (N,) batch, row and column of each such tile on the grid of stride `tile`.
+    """
+    if tile > 1:
+        selected = F.max_pool2d(selected, tile, ceil_mode=True)
+    return list(torch.nonzero(selected.squeeze(1), as_tuple=True))
