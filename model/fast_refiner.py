@@ -1,6 +1,7 @@
 """`FastRefiner`: what the refiner (`Refiner`) computes, with less memory traffic and, where the selected
 patches cluster, fewer multiplications (used by `optimize`)."""
 import copy
+import math
 from typing import Dict, Tuple
 
 import torch
@@ -9,7 +10,8 @@ from torch.nn import functional as F
 
 from .fusion import FusedConv2d, fold_batchnorm
 from .refiner import Refiner
-from .resampling import bilinear, crop_windows, interpolation_table, replace_patches, resample_windows, tile_grid
+from .resampling import (bilinear, crop_windows, interpolation_table, interpolation_weights, replace_patches,
+                         resample_windows, tile_grid)
 
 __all__ = ['FastRefiner']
 
@@ -73,9 +75,10 @@ class FastRefiner(nn.Module):
                                     requires_grad=False)
         conv1.in_channels = 36
         self.conv1 = FusedConv2d(conv1, 'relu')
+        self.conv1_images = FusedConv2d(self.conv1_images)
         self.conv2 = FusedConv2d(conv2, 'relu')
         self.conv3 = FusedConv2d(conv3, 'relu')
-        self.conv4 = conv4
+        self.conv4 = FusedConv2d(conv4)
         # A patch is 4x4 pixels at full resolution and 2x2 at half resolution, plus the margin that the
         # unpadded 3x3 convolutions consume: 3 pixels at half and 2 at full resolution.
         self.half_margin = 3 if self.kernel_size == 3 else 0
@@ -99,22 +102,22 @@ class FastRefiner(nn.Module):
         if not torch.jit.is_tracing() and b.size(0) == 0:
             return pha, fgr, ref
 
-        # A trace (ONNX export) records one pass over single patches, whatever their number.
-        side = 1 if torch.jit.is_tracing() else self.tile_side(ref, b.size(0))
-        tiles = tile_grid(ref, side)
-        chunk = len(tiles[0]) if torch.jit.is_tracing() else max(1, CHUNK_PATCHES // (side * side))
-        outputs = [self.refine_tiles(src, bgr, features, *(t[start:start + chunk] for t in tiles), side)
-                   for start in range(0, len(tiles[0]), chunk)]
-        patches = outputs[0] if len(outputs) == 1 else torch.cat(outputs)  # (N, 4, 4 * side, 4 * side)
+        if torch.jit.is_tracing():  # (ONNX export) one pass over single patches, whatever their number
+            side, tiles = 1, [b, r, c]
+            patches = self.refine_tiles(src, bgr, features, b, r, c, side)
+        else:
+            side = self.tile_side(ref, b.size(0))
+            tiles = tile_grid(ref, side)
+            chunk = max(1, CHUNK_PATCHES // (side * side))
+            patches = torch.cat([self.refine_tiles(src, bgr, features, *(t[start:start + chunk] for t in tiles), side)
+                                 for start in range(0, len(tiles[0]), chunk)])  # (N, 4, 4 * side, 4 * side)
         if side > 1:  # the selected patches of the tiles
             index = torch.full((src.size(0), -(-ref.size(2) // side), -(-ref.size(3) // side)), -1,
                                dtype=torch.long, device=src.device)
             index[tiles[0], tiles[1], tiles[2]] = torch.arange(len(tiles[0]), device=src.device)
             tile = index[b, torch.div(r, side, rounding_mode='floor'), torch.div(c, side, rounding_mode='floor')]
             patches = patches.view(-1, 4, side, 4, side, 4).permute(0, 2, 4, 1, 3, 5)[tile, r % side, c % side]
-        replace_patches(pha, patches[:, :1], b, r, c)
-        replace_patches(fgr, patches[:, 1:], b, r, c)
-        return pha, fgr, ref
+        return replace_patches(pha, patches[:, :1], b, r, c), replace_patches(fgr, patches[:, 1:], b, r, c), ref
 
     def tile_side(self, ref: torch.Tensor, patches: int) -> int:
         """The tile side, in patches, of `tile_sides` that refines the selection `ref` with the fewest
@@ -130,8 +133,9 @@ class FastRefiner(nn.Module):
         half = 2 * side + 2 * self.half_margin - (k - 1)  # conv1's output side
         full = 4 * side + 2 * self.full_margin - (k - 1)  # conv3's
         total = 0
-        for conv, out in ((self.conv1.conv, half), (self.conv1_images, half), (self.conv2.conv, half - k + 1),
-                          (self.conv3.conv, full), (self.conv4, full - k + 1)):
+        for conv, out in ((self.conv1, half), (self.conv1_images, half), (self.conv2, half - k + 1),
+                          (self.conv3, full), (self.conv4, full - k + 1)):
+            conv = conv.conv
             total += out * out * conv.in_channels * conv.out_channels * k * k
         return total
 
@@ -151,34 +155,49 @@ class FastRefiner(nn.Module):
         full = 4 * side + 2 * self.full_margin  # and at full resolution
 
         # The coarse features over each tile, upsampled to half resolution on the tile alone.
-        x = resample_windows(features, b, r, c, self.table(features.size(2), H // 2, side, features.device),
-                             self.table(features.size(3), W // 2, side, features.device))
+        x = resample_windows(features, b, self.windows(features.size(2), H // 2, r, side),
+                             self.windows(features.size(3), W // 2, c, side))
         # src and bgr over the tile's half-resolution window at full resolution, zero outside the image (as
         # the eager refiner pads): their 2x2 means are the half-resolution crop, the centre the full one.
+        windows = [crop_windows(image, b, 4 * side * r - 2 * self.half_margin, 4 * side * c - 2 * self.half_margin,
+                                2 * half).to(dtype) for image in (src, bgr)]
+        offset = 2 * self.half_margin - self.full_margin
+        if torch.jit.is_tracing():  # the same, without writing into slices (which ONNX export loses)
+            pairs = [window[:, 0::2] + window[:, 1::2] for window in windows]
+            y_half = torch.cat([(pair[:, :, 0::2] + pair[:, :, 1::2]) * 0.25 for pair in pairs], dim=3)
+            x = self.conv2(self.conv1(x.permute(0, 3, 1, 2), self.conv1_images(y_half.permute(0, 3, 1, 2))))
+            x = F.interpolate(x, scale_factor=2., mode='nearest')
+            y = torch.cat([x] + [window[:, offset:offset + full, offset:offset + full].permute(0, 3, 1, 2)
+                                 for window in windows], dim=1)
+            return self.conv4(self.conv3(y))
+
         y_half = torch.empty(N, half, half, 6, device=src.device, dtype=dtype)
         y = torch.empty(N, full, full, 22, device=src.device, dtype=dtype)
-        offset = 2 * self.half_margin - self.full_margin
-        for i, image in enumerate((src, bgr)):
-            window = crop_windows(image, b, 4 * side * r - 2 * self.half_margin,
-                                  4 * side * c - 2 * self.half_margin, 2 * half).to(dtype)
+        for i, window in enumerate(windows):
             pairs = window[:, 0::2] + window[:, 1::2]
             torch.add(pairs[:, :, 0::2], pairs[:, :, 1::2], out=y_half[..., 3 * i:3 * i + 3]).mul_(0.25)
             y[..., 16 + 3 * i:19 + 3 * i] = window[:, offset:offset + full, offset:offset + full]
-
-        x = self.conv1(x.permute(0, 3, 1, 2), self.conv1_images(y_half.permute(0, 3, 1, 2)))
-        x = self.conv2(x)
+        x = self.conv2(self.conv1(x.permute(0, 3, 1, 2), self.conv1_images(y_half.permute(0, 3, 1, 2))))
         # Nearest upsampling to full resolution, written straight into the third convolution's input.
         y[..., :16].view(N, full // 2, 2, full // 2, 2, 16).copy_(
             x.permute(0, 2, 3, 1).view(N, full // 2, 1, full // 2, 1, 16).expand(-1, -1, 2, -1, 2, -1))
         return self.conv4(self.conv3(y.permute(0, 3, 1, 2)))
 
-    def table(self, coarse: int, half: int, side: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-        """How the tiles of one axis read the coarse image (`interpolation_table`), cached per size."""
-        key = (coarse, half, side, str(device))
-        if key not in self._tables:
-            self._tables[key] = interpolation_table(coarse, half, 2 * side, self.half_margin,
-                                                    2 * side + 2 * self.half_margin, device)
-        return self._tables[key]
+    def windows(self, coarse: int, half: int, positions: torch.Tensor, side: int
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """How the tiles at `positions` (N,) along one axis read the coarse image when upsampled to half
+        resolution: (start (N,), weights (N, S, K)), see `interpolation_weights`."""
+        size = 2 * side + 2 * self.half_margin
+        if torch.jit.is_tracing():
+            # The sizes are traced (the file takes any size): weights computed for these tiles, as wide as
+            # a tile at any size needs (the ratio coarse / half varies by less than 1 / half with the size).
+            width = math.ceil((size - 1) * float(coarse) / float(half)) + 3
+            return interpolation_weights(coarse, half, positions * 2 * side - self.half_margin, size, width)
+        key = (coarse, half, side, str(positions.device))
+        if key not in self._tables:  # cached per size
+            self._tables[key] = interpolation_table(coarse, half, 2 * side, self.half_margin, size, positions.device)
+        start, weights = self._tables[key]
+        return start[positions], weights[positions]
 
     def refine_everything(self, src: torch.Tensor, bgr: torch.Tensor, features: torch.Tensor
                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

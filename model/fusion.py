@@ -7,7 +7,7 @@
 Both find what to rewrite by tracing the network (torch.fx), so they work for any backbone.
 """
 import operator
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import fx, nn
@@ -62,8 +62,9 @@ PLAIN_ACTIVATIONS = {'relu': F.relu, 'relu6': F.relu6, 'hardswish': F.hardswish,
 
 
 class FusedConv2d(nn.Module):
-    """activation(conv(x) + other), `other` optional: on the CPU (float32, bfloat16) one oneDNN call, else
-    the plain operations.
+    """activation(conv(x) + other), `other` optional: on the CPU (float32, bfloat16) one oneDNN call with
+    the weight reordered once into oneDNN's layout (kept while the weight is unchanged); elsewhere, the
+    plain operations.
 
     Args:
         conv: the convolution (zero padding); its parameters are shared, not copied.
@@ -82,21 +83,40 @@ class FusedConv2d(nn.Module):
             raise ValueError('FusedConv2d takes convolutions with numeric zero padding')
         self.conv, self.activation = conv, activation
         self.attr, self.scalars = ONEDNN_ACTIVATIONS[activation]
+        self.packed: Optional[Tuple[Tuple, torch.Tensor]] = None  # (weight version and dtype, weight)
 
     def forward(self, x: torch.Tensor, other: Optional[torch.Tensor] = None) -> torch.Tensor:
         conv = self.conv
-        if x.device.type == 'cpu' and x.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.enabled:
+        if (x.device.type == 'cpu' and x.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.enabled
+                and x.dtype == conv.weight.dtype and not torch.jit.is_tracing()):  # a trace records plain operations
             arguments = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+            weight = self.packed_weight(x)
             if other is None:
-                return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, *arguments, self.attr,
+                return torch.ops.mkldnn._convolution_pointwise(x, weight, conv.bias, *arguments, self.attr,
                                                                self.scalars, None)
             if self.activation in ('relu', None):  # what oneDNN applies after an addition
-                return torch.ops.mkldnn._convolution_pointwise.binary(x, other, conv.weight, conv.bias, *arguments,
+                return torch.ops.mkldnn._convolution_pointwise.binary(x, other, weight, conv.bias, *arguments,
                                                                       'add', None, self.activation, [], None)
         y = conv(x)
         if other is not None:
             y = y.add_(other)
         return PLAIN_ACTIVATIONS[self.activation](y) if self.activation else y
+
+    def packed_weight(self, x: torch.Tensor) -> torch.Tensor:
+        """The weight in oneDNN's blocked layout for inputs like x (the first ones seen; others work too)."""
+        weight, conv = self.conv.weight, self.conv
+        key = (weight._version, weight.dtype, weight.data_ptr())
+        if self.packed is None or self.packed[0] != key:
+            packed = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.detach().to_mkldnn(), list(conv.padding),
+                                                               list(conv.stride), list(conv.dilation),
+                                                               conv.groups, list(x.shape))
+            self.packed = (key, packed)
+        return self.packed[1]
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state['packed'] = None  # oneDNN's tensors are neither copied nor saved: packed again when needed
+        return state
 
 
 # What fuse_convolutions recognises as an activation or an addition in a traced graph.
@@ -140,12 +160,16 @@ def fuse_convolutions(network: nn.Module) -> fx.GraphModule:
             graph.erase_node(node)
     calls = module_calls(graph)
 
-    def fusable(node) -> bool:
-        if not (isinstance(node, fx.Node) and node.op == 'call_module' and len(node.users) == 1):
+    def plain_conv(node) -> bool:
+        """A call of a Conv2d called nowhere else, with numeric zero padding."""
+        if not (isinstance(node, fx.Node) and node.op == 'call_module'):
             return False
         conv = modules[node.target]
         return (type(conv) is nn.Conv2d and calls[node.target] == 1 and conv.padding_mode == 'zeros'
                 and not isinstance(conv.padding, str))
+
+    def fusable(node) -> bool:
+        return plain_conv(node) and len(node.users) == 1
 
     for node in list(graph.nodes):
         if not fusable(node):
@@ -169,6 +193,12 @@ def fuse_convolutions(network: nn.Module) -> fx.GraphModule:
         last.replace_all_uses_with(fused)
         for dead in ([last, user] if last is not user else [user]) + [conv_node]:
             graph.erase_node(dead)
+    # The remaining convolutions too, for the reordered weight.
+    for node in list(graph.nodes):
+        if plain_conv(node):
+            name = node.target.replace('.', '_') + '_fused'
+            module.add_submodule(name, FusedConv2d(modules[node.target]))
+            node.target = name
     graph.lint()
     module.recompile()
     module.delete_all_unused_submodules()

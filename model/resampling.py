@@ -5,7 +5,8 @@ from typing import List, Optional, Tuple
 import torch
 from torch.nn import functional as F
 
-__all__ = ['bilinear', 'interpolation_table', 'rows_view', 'resample_windows', 'crop_windows', 'replace_patches']
+__all__ = ['bilinear', 'interpolation_weights', 'interpolation_table', 'rows_view', 'resample_windows', 'crop_windows',
+           'crop_pixels', 'replace_patches', 'tile_grid']
 
 
 def bilinear(x: torch.Tensor, size: Optional[Tuple[int, int]] = None,
@@ -28,34 +29,44 @@ def bilinear(x: torch.Tensor, size: Optional[Tuple[int, int]] = None,
     return x.view(B, C, x.size(2), x.size(3)) if planes else x
 
 
-def interpolation_table(coarse: int, fine: int, stride: int, margin: int, size: int, device: torch.device
-                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+def interpolation_weights(coarse, fine, first: torch.Tensor, size: int, width: int
+                          ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Bilinear upsampling (align_corners=False) from `coarse` to `fine` pixels along one axis, for windows
-    only: window n covers the fine pixels n * stride - margin + [0, size), zero outside [0, fine) (the
-    eager refiner pads its half-resolution features with zeros).
+    only: window n covers the fine pixels first[n] + [0, size), zero outside [0, fine) (the eager refiner
+    pads its half-resolution features with zeros). Sizes may be traced values (ONNX export).
 
     Returns:
-        start: (N,) int64, the first of the K coarse pixels that window n reads, N = ceil(fine / stride);
-            the K pixels lie inside the image.
-        weights: (N, size, K) float32: fine pixel i of window n = sum_k weights[n, i, k] * coarse[start[n] + k].
+        start: (N,) int64, the first of the `width` coarse pixels that window n reads: start[n] + k is
+            inside the image wherever weights[n, :, k] is not all 0.
+        weights: (N, size, width) float32: fine pixel i of window n = sum_k weights[n, i, k] * coarse[start[n] + k].
     """
-    # The source coordinate as PyTorch's upsampling computes it, in float32.
-    scale = torch.tensor(coarse / fine, dtype=torch.float32)
-    source = ((torch.arange(fine, dtype=torch.float32) + 0.5) * scale - 0.5).clamp(min=0)
-    low = source.long().clamp(max=coarse - 1)
-    high = (low + 1).clamp(max=coarse - 1)
-    frac = source - low
-
-    count = -(-fine // stride)
-    pixels = torch.arange(count).view(-1, 1) * stride - margin + torch.arange(size)  # (N, size)
+    pixels = first.view(-1, 1) + torch.arange(size, device=first.device)
     inside = (pixels >= 0) & (pixels < fine)
-    pixels = pixels.clamp(0, fine - 1)
-    width = min(int((high[pixels[:, -1]] - low[pixels[:, 0]]).max()) + 1, coarse)
-    start = low[pixels[:, 0]].clamp(max=coarse - width)
-    weights = torch.zeros(count, size, width)
-    weights.scatter_add_(2, (low[pixels] - start.view(-1, 1)).unsqueeze(2), (1 - frac[pixels]).unsqueeze(2))
-    weights.scatter_add_(2, (high[pixels] - start.view(-1, 1)).unsqueeze(2), frac[pixels].unsqueeze(2))
-    weights *= inside.unsqueeze(2)
+    pixels = pixels.clamp(min=0)
+    pixels = torch.minimum(pixels, torch.as_tensor(fine - 1, device=first.device))
+    # The source coordinate as PyTorch's upsampling computes it, in float32.
+    scale = torch.as_tensor(coarse, dtype=torch.float32, device=first.device) / fine
+    source = ((pixels.float() + 0.5) * scale - 0.5).clamp(min=0)
+    last = torch.as_tensor(coarse - 1, device=first.device)
+    low = torch.minimum(source.long(), last)
+    high = torch.minimum(low + 1, last)
+    frac = source - low
+    start = torch.minimum(low[:, 0], last + 1 - width).clamp(min=0)
+    k = torch.arange(width, device=first.device)
+    weights = (((low - start.view(-1, 1)).unsqueeze(2) == k) * (1 - frac).unsqueeze(2)
+               + ((high - start.view(-1, 1)).unsqueeze(2) == k) * frac.unsqueeze(2))
+    return start, weights * inside.unsqueeze(2)
+
+
+def interpolation_table(coarse: int, fine: int, stride: int, margin: int, size: int, device: torch.device
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """`interpolation_weights` of the windows n * stride - margin, n < ceil(fine / stride), with the
+    narrowest width that holds every window."""
+    first = torch.arange(-(-fine // stride)) * stride - margin
+    span = interpolation_weights(coarse, fine, first, size, coarse)[1].sum(1) > 0  # (N, coarse)
+    positions = torch.arange(coarse)
+    width = int(((positions * span).max(1).values - torch.where(span, positions, coarse).min(1).values).max()) + 1
+    start, weights = interpolation_weights(coarse, fine, first, size, width)
     return start.to(device), weights.to(device)
 
 
@@ -66,33 +77,39 @@ def rows_view(x: torch.Tensor, length: int) -> torch.Tensor:
     return x.as_strided((available - length + 1, length), (1, 1))
 
 
-def resample_windows(x: torch.Tensor, b: torch.Tensor, r: torch.Tensor, c: torch.Tensor,
-                     rows: Tuple[torch.Tensor, torch.Tensor], cols: Tuple[torch.Tensor, torch.Tensor]
-                     ) -> torch.Tensor:
-    """Upsamples the windows of `x` given by two `interpolation_table`s: what upsampling all of x and
-    cropping the windows gives, computed on the windows alone.
+def resample_windows(x: torch.Tensor, b: torch.Tensor, rows: Tuple[torch.Tensor, torch.Tensor],
+                     cols: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Upsamples windows of `x`: what upsampling all of x and cropping the windows gives, computed on the
+    windows alone.
 
     Inputs:
         x: (B, C, h, w) coarse image, channels-last (the channels of a pixel consecutive in memory).
-        b, r, c: (P,) batch, row and column of each window (indices into the tables).
-        rows, cols: the `interpolation_table`s of the two axes.
+        b: (P,) batch of each window.
+        rows, cols: (start (P,), weights (P, S, K or L)) of each window along each axis (see
+            `interpolation_weights`).
     Output:
         (P, S, S, C), contiguous (channels-last patches), in x's dtype.
     """
     row_start, row_weights = rows
     col_start, col_weights = cols
-    C = x.size(1)
+    B, C, h, w = x.shape
     K, L = row_weights.shape[2], col_weights.shape[2]
     P, S = b.size(0), row_weights.shape[1]
-    stride_b, stride_c, stride_h, stride_w = x.stride()
-    assert stride_c == 1, 'x must be channels-last'
-    # A window row is L pixels, consecutive in memory: K copies of L * stride_w elements each.
-    first = b * stride_b + row_start[r] * stride_h + col_start[c] * stride_w
-    offsets = first.view(-1, 1) + torch.arange(K, device=x.device) * stride_h
-    window = rows_view(x, L * stride_w).index_select(0, offsets.view(-1)).view(P * K, L, stride_w)[..., :C]
+    if torch.jit.is_tracing():  # plain gathers, which export to ONNX
+        y = torch.minimum(row_start.view(-1, 1) + torch.arange(K), torch.as_tensor(h - 1))
+        z = torch.minimum(col_start.view(-1, 1) + torch.arange(L), torch.as_tensor(w - 1))
+        index = (b.view(-1, 1, 1) * h + y.view(-1, K, 1)) * w + z.view(-1, 1, L)
+        window = x.permute(0, 2, 3, 1).reshape(-1, C).index_select(0, index.view(-1)).view(P * K, L, C)
+    else:
+        stride_b, stride_c, stride_h, stride_w = x.stride()
+        assert stride_c == 1, 'x must be channels-last'
+        # A window row is L pixels, consecutive in memory: K copies of L * stride_w elements each.
+        first = b * stride_b + row_start * stride_h + col_start * stride_w
+        offsets = first.view(-1, 1) + torch.arange(K, device=x.device) * stride_h
+        window = rows_view(x, L * stride_w).index_select(0, offsets.view(-1)).view(P * K, L, stride_w)[..., :C]
     # Columns, then rows, as batched matrix products.
-    t = torch.bmm(col_weights[c].to(x.dtype).unsqueeze(1).expand(P, K, S, L).reshape(P * K, S, L), window)
-    return torch.bmm(row_weights[r].to(x.dtype), t.view(P, K, S * C)).view(P, S, S, C)
+    t = torch.bmm(col_weights.to(x.dtype).unsqueeze(1).expand(P, K, S, L).reshape(P * K, S, L), window)
+    return torch.bmm(row_weights.to(x.dtype), t.view(P, K, S * C)).view(P, S, S, C)
 
 
 def crop_windows(image: torch.Tensor, b: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
@@ -107,6 +124,8 @@ def crop_windows(image: torch.Tensor, b: torch.Tensor, top: torch.Tensor, left: 
     """
     B, C, H, W = image.shape
     offsets = torch.arange(size, device=b.device)
+    if torch.jit.is_tracing():  # plain gathers, which export to ONNX
+        return crop_pixels(image, b, top, left, size)
     rows = (top.view(-1, 1) + offsets).clamp(0, H - 1)  # (P, size)
     first = left.clamp(0, W - size)
     stride_b, stride_c, stride_h, stride_w = image.stride()
@@ -125,28 +144,40 @@ def crop_windows(image: torch.Tensor, b: torch.Tensor, top: torch.Tensor, left: 
         crops = rows_view(image, size).index_select(0, starts.view(-1)).view(-1, C, size, size).permute(0, 2, 3, 1)
     # Windows that reach past the image (rare): cropped again pixel by pixel, zero outside.
     border = torch.nonzero((top < 0) | (top > H - size) | (left < 0) | (left > W - size)).view(-1)
-    if torch.jit.is_tracing() or border.size(0) > 0:
-        y = top[border].view(-1, 1) + offsets
-        z = left[border].view(-1, 1) + offsets
-        inside = ((y >= 0) & (y < H)).view(-1, size, 1, 1) & ((z >= 0) & (z < W)).view(-1, 1, size, 1)
-        pixels = image.permute(0, 2, 3, 1)[b[border].view(-1, 1, 1), y.clamp(0, H - 1).view(-1, size, 1),
-                                           z.clamp(0, W - 1).view(-1, 1, size)]
-        crops[border] = pixels * inside
+    if border.size(0) > 0:
+        crops[border] = crop_pixels(image, b[border], top[border], left[border], size)
     return crops
 
 
+def crop_pixels(image: torch.Tensor, b: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
+                size: int) -> torch.Tensor:
+    """`crop_windows`, pixel by pixel: (P, size, size, C), zero outside the image."""
+    B, C, H, W = image.shape
+    offsets = torch.arange(size, device=b.device)
+    y = top.view(-1, 1) + offsets
+    z = left.view(-1, 1) + offsets
+    inside = ((y >= 0) & (y < H)).view(-1, size, 1, 1) & ((z >= 0) & (z < W)).view(-1, 1, size, 1)
+    y = torch.minimum(y.clamp(min=0), torch.as_tensor(H - 1)).view(-1, size, 1)
+    z = torch.minimum(z.clamp(min=0), torch.as_tensor(W - 1)).view(-1, 1, size)
+    return image.permute(0, 2, 3, 1)[b.view(-1, 1, 1), y, z] * inside
+
+
 def replace_patches(x: torch.Tensor, patches: torch.Tensor, b: torch.Tensor, r: torch.Tensor,
-                    c: torch.Tensor) -> None:
-    """Writes patches into x in place.
+                    c: torch.Tensor) -> torch.Tensor:
+    """Writes patches into x, in place.
 
     Inputs:
-        x: (B, C, H, W), H and W multiples of the patch side s.
+        x: (B, C, H, W) contiguous, H and W multiples of the patch side s.
         patches: (P, C, s, s).
         b, r, c: (P,) batch, row and column of each patch on the grid of stride s.
+    Output:
+        x, with the patches written (returned so that a trace, for ONNX export, records the write).
     """
     B, C, H, W = x.shape
     s = patches.size(2)
-    x.view(B, C, H // s, s, W // s, s).permute(0, 2, 4, 1, 3, 5)[b, r, c] = patches.to(x.dtype)
+    grid = x.view(B, C, H // s, s, W // s, s).permute(0, 2, 4, 1, 3, 5)
+    grid[b, r, c] = patches.to(x.dtype)
+    return grid.permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
 
 
 def tile_grid(selected: torch.Tensor, tile: int) -> List[torch.Tensor]:
