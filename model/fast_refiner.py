@@ -5,13 +5,14 @@ import math
 from typing import Dict, Tuple
 
 import torch
+import torchvision
 from torch import nn
 from torch.nn import functional as F
 
 from .fusion import FusedConv2d, fold_batchnorm
 from .refiner import Refiner
 from .resampling import (bilinear, crop_windows, interpolation_table, interpolation_weights, replace_patches,
-                         resample_windows, tile_grid)
+                         resample_windows, sample_windows, tile_grid, window_mask)
 
 __all__ = ['FastRefiner']
 
@@ -154,23 +155,18 @@ class FastRefiner(nn.Module):
         half = 2 * side + 2 * self.half_margin  # a tile and its margin at half resolution
         full = 4 * side + 2 * self.full_margin  # and at full resolution
 
+        top, left = 4 * side * r - 2 * self.half_margin, 4 * side * c - 2 * self.half_margin
+        offset = 2 * self.half_margin - self.full_margin
+        if torch.jit.is_tracing():  # the same, channels first, with RoiAlign (ONNX export)
+            return self.refine_tiles_traced(src, bgr, features, b, top, left, half, full, offset)
+
+        rows = self.windows(features.size(2), H // 2, r, side)
+        cols = self.windows(features.size(3), W // 2, c, side)
         # The coarse features over each tile, upsampled to half resolution on the tile alone.
-        x = resample_windows(features, b, self.windows(features.size(2), H // 2, r, side),
-                             self.windows(features.size(3), W // 2, c, side))
+        x = resample_windows(features, b, rows, cols)
         # src and bgr over the tile's half-resolution window at full resolution, zero outside the image (as
         # the eager refiner pads): their 2x2 means are the half-resolution crop, the centre the full one.
-        windows = [crop_windows(image, b, 4 * side * r - 2 * self.half_margin, 4 * side * c - 2 * self.half_margin,
-                                2 * half).to(dtype) for image in (src, bgr)]
-        offset = 2 * self.half_margin - self.full_margin
-        if torch.jit.is_tracing():  # the same, without writing into slices (which ONNX export loses)
-            pairs = [window[:, 0::2] + window[:, 1::2] for window in windows]
-            y_half = torch.cat([(pair[:, :, 0::2] + pair[:, :, 1::2]) * 0.25 for pair in pairs], dim=3)
-            x = self.conv2(self.conv1(x.permute(0, 3, 1, 2), self.conv1_images(y_half.permute(0, 3, 1, 2))))
-            x = F.interpolate(x, scale_factor=2., mode='nearest')
-            y = torch.cat([x] + [window[:, offset:offset + full, offset:offset + full].permute(0, 3, 1, 2)
-                                 for window in windows], dim=1)
-            return self.conv4(self.conv3(y))
-
+        windows = [crop_windows(image, b, top, left, 2 * half).to(dtype) for image in (src, bgr)]
         y_half = torch.empty(N, half, half, 6, device=src.device, dtype=dtype)
         y = torch.empty(N, full, full, 22, device=src.device, dtype=dtype)
         for i, window in enumerate(windows):
@@ -182,6 +178,30 @@ class FastRefiner(nn.Module):
         y[..., :16].view(N, full // 2, 2, full // 2, 2, 16).copy_(
             x.permute(0, 2, 3, 1).view(N, full // 2, 1, full // 2, 1, 16).expand(-1, -1, 2, -1, 2, -1))
         return self.conv4(self.conv3(y.permute(0, 3, 1, 2)))
+
+    def refine_tiles_traced(self, src: torch.Tensor, bgr: torch.Tensor, features: torch.Tensor, b: torch.Tensor,
+                            top: torch.Tensor, left: torch.Tensor, half: int, full: int, offset: int) -> torch.Tensor:
+        """`refine_tiles` for a trace (ONNX export) of single patches: the half-resolution features and images
+        sampled with RoiAlign (bilinear at the half-resolution pixels' coordinates; the 2x2 mean of the full
+        resolution is its sample at their centre), zero outside the image, channels first."""
+        H, W = src.shape[2], src.shape[3]
+        dtype = features.dtype
+        # Half-resolution pixel o lies at (o + 0.5) * ratio - 0.5 on the coarse grid.
+        first_row, first_col = torch.div(top, 2, rounding_mode='floor'), torch.div(left, 2, rounding_mode='floor')
+        ratio_h = torch.as_tensor(features.size(2), dtype=torch.float32) / (H // 2)
+        ratio_w = torch.as_tensor(features.size(3), dtype=torch.float32) / (W // 2)
+        x = torchvision.ops.roi_align(features, torch.stack(
+            [b.float(), first_col * ratio_w, first_row * ratio_h, (first_col + half) * ratio_w,
+             (first_row + half) * ratio_h], dim=1).to(dtype), half, sampling_ratio=1, aligned=True)
+        x = x * window_mask(first_row, first_col, half, H // 2, W // 2).to(dtype)
+        images = [image.to(dtype) for image in (src, bgr)]
+        y_half = torch.cat([sample_windows(image, b, top.float() + 0.5, left.float() + 0.5, 2., half)
+                            for image in images], dim=1) * window_mask(first_row, first_col, half, H // 2, W // 2)
+        top, left = top + offset, left + offset
+        y_full = torch.cat([sample_windows(image, b, top.float(), left.float(), 1., full) for image in images],
+                           dim=1) * window_mask(top, left, full, H, W)
+        x = F.interpolate(self.conv2(self.conv1(x, self.conv1_images(y_half))), scale_factor=2., mode='nearest')
+        return self.conv4(self.conv3(torch.cat([x, y_full], dim=1)))
 
     def windows(self, coarse: int, half: int, positions: torch.Tensor, side: int
                 ) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -3,10 +3,11 @@ memory traffic (used by `optimize`)."""
 from typing import List, Optional, Tuple
 
 import torch
+import torchvision
 from torch.nn import functional as F
 
 __all__ = ['bilinear', 'interpolation_weights', 'interpolation_table', 'rows_view', 'resample_windows', 'crop_windows',
-           'crop_pixels', 'replace_patches', 'tile_grid']
+           'crop_pixels', 'sample_windows', 'window_mask', 'replace_patches', 'tile_grid']
 
 
 def bilinear(x: torch.Tensor, size: Optional[Tuple[int, int]] = None,
@@ -92,21 +93,15 @@ def resample_windows(x: torch.Tensor, b: torch.Tensor, rows: Tuple[torch.Tensor,
     """
     row_start, row_weights = rows
     col_start, col_weights = cols
-    B, C, h, w = x.shape
+    C = x.size(1)
     K, L = row_weights.shape[2], col_weights.shape[2]
     P, S = b.size(0), row_weights.shape[1]
-    if torch.jit.is_tracing():  # plain gathers, which export to ONNX
-        y = torch.minimum(row_start.view(-1, 1) + torch.arange(K), torch.as_tensor(h - 1))
-        z = torch.minimum(col_start.view(-1, 1) + torch.arange(L), torch.as_tensor(w - 1))
-        index = (b.view(-1, 1, 1) * h + y.view(-1, K, 1)) * w + z.view(-1, 1, L)
-        window = x.permute(0, 2, 3, 1).reshape(-1, C).index_select(0, index.view(-1)).view(P * K, L, C)
-    else:
-        stride_b, stride_c, stride_h, stride_w = x.stride()
-        assert stride_c == 1, 'x must be channels-last'
-        # A window row is L pixels, consecutive in memory: K copies of L * stride_w elements each.
-        first = b * stride_b + row_start * stride_h + col_start * stride_w
-        offsets = first.view(-1, 1) + torch.arange(K, device=x.device) * stride_h
-        window = rows_view(x, L * stride_w).index_select(0, offsets.view(-1)).view(P * K, L, stride_w)[..., :C]
+    stride_b, stride_c, stride_h, stride_w = x.stride()
+    assert stride_c == 1, 'x must be channels-last'
+    # A window row is L pixels, consecutive in memory: K copies of L * stride_w elements each.
+    first = b * stride_b + row_start * stride_h + col_start * stride_w
+    offsets = first.view(-1, 1) + torch.arange(K, device=x.device) * stride_h
+    window = rows_view(x, L * stride_w).index_select(0, offsets.view(-1)).view(P * K, L, stride_w)[..., :C]
     # Columns, then rows, as batched matrix products.
     t = torch.bmm(col_weights.to(x.dtype).unsqueeze(1).expand(P, K, S, L).reshape(P * K, S, L), window)
     return torch.bmm(row_weights.to(x.dtype), t.view(P, K, S * C)).view(P, S, S, C)
@@ -124,8 +119,6 @@ def crop_windows(image: torch.Tensor, b: torch.Tensor, top: torch.Tensor, left: 
     """
     B, C, H, W = image.shape
     offsets = torch.arange(size, device=b.device)
-    if torch.jit.is_tracing():  # plain gathers, which export to ONNX
-        return crop_pixels(image, b, top, left, size)
     rows = (top.view(-1, 1) + offsets).clamp(0, H - 1)  # (P, size)
     first = left.clamp(0, W - size)
     stride_b, stride_c, stride_h, stride_w = image.stride()
@@ -162,6 +155,32 @@ def crop_pixels(image: torch.Tensor, b: torch.Tensor, top: torch.Tensor, left: t
     return image.permute(0, 2, 3, 1)[b.view(-1, 1, 1), y, z] * inside
 
 
+def sample_windows(x: torch.Tensor, b: torch.Tensor, top: torch.Tensor, left: torch.Tensor, step: float,
+                   size: int) -> torch.Tensor:
+    """Bilinear samples of x on size x size grids, with one RoiAlign, for a trace (ONNX export): window p
+    samples rows top[p] + step * i and columns left[p] + step * j (pixel centres at whole numbers),
+    clamped below 0 and past the last pixel as upsampling clamps.
+
+    Inputs:
+        x: (B, C, H, W); b: (P,) batch; top, left: (P,) float coordinates.
+    Output:
+        (P, C, size, size).
+    """
+    # RoiAlign (aligned, one sample per bin) samples y1 - 0.5 + (i + 0.5) * bin.
+    y1, x1 = top + 0.5 - 0.5 * step, left + 0.5 - 0.5 * step
+    boxes = torch.stack([b.to(y1.dtype), x1, y1, x1 + size * step, y1 + size * step], dim=1).to(x.dtype)
+    return torchvision.ops.roi_align(x, boxes, size, sampling_ratio=1, aligned=True)
+
+
+def window_mask(top: torch.Tensor, left: torch.Tensor, size: int, height, width) -> torch.Tensor:
+    """(P, 1, size, size): 1 where the window of size x size pixels from (top, left) lies on the image of
+    height x width pixels, else 0."""
+    offsets = torch.arange(size)
+    rows, cols = top.view(-1, 1) + offsets, left.view(-1, 1) + offsets
+    return (((rows >= 0) & (rows < height)).view(-1, 1, size, 1)
+            & ((cols >= 0) & (cols < width)).view(-1, 1, 1, size))
+
+
 def replace_patches(x: torch.Tensor, patches: torch.Tensor, b: torch.Tensor, r: torch.Tensor,
                     c: torch.Tensor) -> torch.Tensor:
     """Writes patches into x, in place.
@@ -175,6 +194,12 @@ def replace_patches(x: torch.Tensor, patches: torch.Tensor, b: torch.Tensor, r: 
     """
     B, C, H, W = x.shape
     s = patches.size(2)
+    if torch.jit.is_tracing():  # scattered at flat indices: no transposes of the whole image in ONNX
+        offsets = torch.arange(s)
+        index = (((b.view(-1, 1, 1, 1) * C + torch.arange(C).view(1, -1, 1, 1)) * H
+                  + (r * s).view(-1, 1, 1, 1) + offsets.view(1, 1, -1, 1)) * W
+                 + (c * s).view(-1, 1, 1, 1) + offsets.view(1, 1, 1, -1))
+        return x.reshape(-1).scatter(0, index.reshape(-1), patches.to(x.dtype).reshape(-1)).reshape(B, C, H, W)
     grid = x.view(B, C, H // s, s, W // s, s).permute(0, 2, 4, 1, 3, 5)
     grid[b, r, c] = patches.to(x.dtype)
     return grid.permute(0, 3, 1, 4, 2, 5).reshape(B, C, H, W)
