@@ -149,7 +149,7 @@ def onnx_runner(args: argparse.Namespace, src: torch.Tensor, bgr: torch.Tensor, 
             args.model_refine_patch_crop_method = 'roi_align'  # unfold has no ONNX export
         if resolve_precision(args.precision, device) != PRECISIONS[args.precision] or args.precision == 'bf16':
             raise ValueError(f"--precision {args.precision} cannot be exported to ONNX on {device}")
-        model, _, _ = load_model(args, device, optimized=False)
+        model, _, _ = load_model(args, device)  # the optimized graph (as export_onnx.py) unless --eager
         if fixed_work and hasattr(model, 'refiner'):
             model.refiner.prevent_oversampling = False
         path = os.path.join(workdir, 'model.onnx')

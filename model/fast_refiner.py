@@ -103,9 +103,11 @@ class FastRefiner(nn.Module):
         if not torch.jit.is_tracing() and b.size(0) == 0:
             return pha, fgr, ref
 
-        if torch.jit.is_tracing():  # (ONNX export) one pass over single patches, whatever their number
-            side, tiles = 1, [b, r, c]
-            patches = self.refine_tiles(src, bgr, features, b, r, c, side)
+        if torch.jit.is_tracing():  # (ONNX export) one pass over single patches, whatever their number,
+            # and one more, dropped: ONNX Runtime's blocked-layout convolutions fail on an empty batch.
+            side, extra = 1, torch.zeros(1, dtype=b.dtype, device=b.device)
+            patches = self.refine_tiles(src, bgr, features, torch.cat([b, extra]), torch.cat([r, extra]),
+                                        torch.cat([c, extra]), side)[:-1]
         else:
             side = self.tile_side(ref, b.size(0))
             tiles = tile_grid(ref, side)

@@ -39,13 +39,16 @@ def optimize(model: nn.Module) -> nn.Module:
 
     Args:
         model: a MattingBase or MattingRefine (any backbone and refine settings), on any device and in
-            any dtype; it is run in eval mode (BatchNorm uses its running statistics).
+            any dtype; it is run in eval mode (BatchNorm uses its running statistics). A model optimized
+            already is returned as it is.
     Returns:
         an `OptimizedMattingBase` or `OptimizedMattingRefine` on the model's device and dtype, called as
         the model is, with the same outputs. The refine settings stay settable as on the model:
         `fast.backbone_scale`, `fast.refiner.mode`, `.sample_pixels`, `.threshold`,
         `.prevent_oversampling`.
     """
+    if isinstance(model, (OptimizedMattingBase, OptimizedMattingRefine)):
+        return model
     if isinstance(model, MattingRefine):
         return OptimizedMattingRefine(model)
     if isinstance(model, MattingBase):

@@ -1,11 +1,24 @@
 """`optimize(model)` computes what the faithful eager model computes (same refinement positions, same
 mattes within float32 rounding), for every backbone and refine setting, and leaves the model as it was."""
+import argparse
 import copy
+import importlib
+import json
 
+import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
 import torch
+from onnx import numpy_helper
 
+import export_onnx
+import inference_speed_test
+from inference_utils import add_model_arguments, load_model
 from model import MattingBase, MattingRefine, optimize
+from model.fusion import FusedConv2d
+
+fast_refiner = importlib.import_module('model.fast_refiner')
 
 REFINE_NAMES = ['pha', 'fgr', 'pha_sm', 'fgr_sm', 'err_sm', 'ref_sm']
 BASE_NAMES = ['pha', 'fgr', 'err', 'hid']
@@ -181,3 +194,78 @@ def test_cuda(dtype):
 def test_anything_else_is_refused():
     with pytest.raises(TypeError, match='MattingBase or MattingRefine'):
         optimize(torch.nn.Conv2d(3, 3, 1))
+
+
+@pytest.mark.parametrize('side', [1, 2, 4])
+def test_every_tile_side(monkeypatch, side):
+    """Patches refined alone or in tiles of 2x2 or 4x4 (chosen by the work they take), in several chunks."""
+    monkeypatch.setattr(fast_refiner, 'CHUNK_PATCHES', 37)
+    torch.manual_seed(0)
+    model = busy(MattingRefine('mobilenetv2', backbone_scale=0.5, refine_sample_pixels=2400))
+    fast = optimize(model)
+    fast.refiner.tile_sides = (side,)
+    src, bgr = inputs(2, 98, 130, seed=11)
+    check_same_mattes(run(fast, src, bgr), run(model, src, bgr))
+
+
+def test_convolutions_are_fused_on_the_cpu():
+    """BatchNorm folded, and on the CPU convolutions fused with their activation (one oneDNN call)."""
+    torch.manual_seed(0)
+    fast = optimize(MattingRefine('resnet50').eval())
+    modules = list(fast.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in modules)
+    fused = [m for m in modules if isinstance(m, FusedConv2d)]
+    assert sum(m.activation == 'relu' for m in fused) > 40  # ResNet-50: conv+relu and conv+add+relu
+
+
+def load(*options):
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser, checkpoint_required=False)
+    return load_model(parser.parse_args(['--device', 'cpu', *options]))[0]
+
+
+def test_inference_scripts_run_the_optimized_model_unless_eager():
+    assert type(load()).__name__ == 'OptimizedMattingRefine'
+    assert type(load('--model-type', 'mattingbase')).__name__ == 'OptimizedMattingBase'
+    assert type(load('--eager')) is MattingRefine
+
+
+def test_speed_test_records_which_model_ran(capsys):
+    records = []
+    for flags in [[], ['--eager']]:
+        inference_speed_test.main(['--backend', 'pytorch', '--resolution', '160', '128', '--device', 'cpu',
+                                   '--model-refine-sample-pixels', '800', '--warmup', '0', '--iterations', '1',
+                                   '--json', *flags])
+        records.append(json.loads(capsys.readouterr().out))
+    assert [record['model']['optimized'] for record in records] == [True, False]
+    assert all(record['refined_patches'] == 800 // 16 for record in records)
+
+
+def test_onnx_export_of_the_optimized_graph(busy_checkpoint, tmp_path):
+    """export_onnx.py writes the optimized graph, validated against the eager model, recorded in the
+    metadata; it refines even when the example traced selected nothing."""
+    weights = torch.load(busy_checkpoint, weights_only=True)
+    weights['decoder.conv4.bias'][4] = -10.  # nothing selected when traced
+    torch.save(weights, tmp_path / 'no_error.pth')
+    path = str(tmp_path / 'refine.onnx')
+    export_onnx.main(['--model-checkpoint', str(tmp_path / 'no_error.pth'), '--device', 'cpu', '--output', path,
+                      '--resolution', '160', '128', '--model-refine-mode', 'thresholding',
+                      '--model-refine-threshold', '0.4'])
+    assert export_onnx.read_metadata(path)['optimized'] is True
+    # Give the file back the positive error bias (channel 36 of the reordered decoder output).
+    proto = onnx.load(path)
+    bias = next(t for t in proto.graph.initializer if 'decoder_upsampled_3' in t.name and t.name.endswith('bias'))
+    values = numpy_helper.to_array(bias).copy()
+    values[36] = 0.5
+    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
+    onnx.save(proto, path)
+    torch.manual_seed(0)
+    model = MattingRefine('mobilenetv2', refine_mode='thresholding', refine_threshold=0.4).eval()
+    model.load_state_dict(torch.load(busy_checkpoint, weights_only=True))
+    src, bgr = inputs(2, 130, 163, seed=12)
+    expected = run(model, src, bgr)
+    assert 0 < expected[-1].mean() < 1
+    session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+    outputs = session.run(None, {'src': src.numpy(), 'bgr': bgr.numpy()})
+    for output, reference in zip(outputs, expected):
+        assert np.abs(output - reference.numpy()).max() <= 1e-4
