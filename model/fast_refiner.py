@@ -190,8 +190,8 @@ class FastRefiner(nn.Module):
         dtype = features.dtype
         # Half-resolution pixel o lies at (o + 0.5) * ratio - 0.5 on the coarse grid.
         first_row, first_col = torch.div(top, 2, rounding_mode='floor'), torch.div(left, 2, rounding_mode='floor')
-        ratio_h = torch.as_tensor(features.size(2), dtype=torch.float32) / (H // 2)
-        ratio_w = torch.as_tensor(features.size(3), dtype=torch.float32) / (W // 2)
+        ratio_h = torch.as_tensor(features.size(2), dtype=torch.float32, device=b.device) / (H // 2)
+        ratio_w = torch.as_tensor(features.size(3), dtype=torch.float32, device=b.device) / (W // 2)
         x = torchvision.ops.roi_align(features, torch.stack(
             [b.float(), first_col * ratio_w, first_row * ratio_h, (first_col + half) * ratio_w,
              (first_row + half) * ratio_h], dim=1).to(dtype), half, sampling_ratio=1, aligned=True)

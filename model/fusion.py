@@ -147,11 +147,23 @@ def is_addition(node: fx.Node) -> bool:
             and all(isinstance(arg, fx.Node) for arg in node.args))
 
 
-def fuse_convolutions(network: nn.Module) -> fx.GraphModule:
+class Tracer(fx.Tracer):
+    """torch.fx's tracer, which also keeps the given module types whole (not traced through)."""
+
+    def __init__(self, leaves: Tuple[type, ...] = ()):
+        super().__init__()
+        self.leaves = leaves
+
+    def is_leaf_module(self, module: nn.Module, name: str) -> bool:
+        return isinstance(module, self.leaves) or super().is_leaf_module(module, name)
+
+
+def fuse_convolutions(network: nn.Module, leaves: Tuple[type, ...] = ()) -> fx.GraphModule:
     """`network` traced, with each convolution followed by an activation, an addition, or an addition and
-    a ReLU replaced by one `FusedConv2d` (the patterns oneDNN fuses). Identities (folded BatchNorm) are
-    dropped first. The result computes the same; it shares the network's parameters."""
-    module = fx.symbolic_trace(network)
+    a ReLU replaced by one `FusedConv2d` (the patterns oneDNN fuses), and the other convolutions by a
+    `FusedConv2d` without activation. Identities (folded BatchNorm) are dropped first; modules of the
+    types in `leaves` are kept as they are. The result computes the same; it shares the parameters."""
+    module = fx.GraphModule(network, Tracer(leaves).trace(network))
     graph = module.graph
     modules = dict(module.named_modules())
     for node in list(graph.nodes):

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from .decoder import Decoder
 from .fast_refiner import FastRefiner
-from .fusion import fold_batchnorms, fuse_convolutions
+from .fusion import FusedConv2d, fold_batchnorms, fuse_convolutions
 from .model import MattingBase, MattingRefine, check_inputs
 from .resampling import bilinear
 
@@ -32,6 +32,8 @@ __all__ = ['optimize', 'OptimizedMattingBase', 'OptimizedMattingRefine']
 HID, PHA, FGR, ERR, FEATURES = slice(0, 32), slice(32, 33), slice(33, 36), slice(36, 37), slice(0, 36)
 # Where MattingBase has them (pha, fgr, err, hid): the order above is ORDER of these.
 ORDER = list(range(5, 37)) + [0, 1, 2, 3, 4]
+# Output rows of the decoder's last stage computed at once on the CPU (see SplitDecoder.last_stage).
+BAND_ROWS = 32
 
 
 def optimize(model: nn.Module) -> nn.Module:
@@ -88,7 +90,7 @@ def build_network(model: MattingBase) -> nn.Module:
     network.decoder = SplitDecoder(network.decoder, model.backbone.shortcut_channels + [6], ORDER)
     network = network.to(memory_format=torch.channels_last)
     if next(network.parameters()).device.type == 'cpu':
-        network = fuse_convolutions(network)
+        network = fuse_convolutions(network, leaves=(SplitDecoder,))
     return network
 
 
@@ -96,7 +98,9 @@ class SplitDecoder(nn.Module):
     """The decoder (`Decoder`, its BatchNorm folded) with each convolution over a concatenation computed
     as the sum of two convolutions, one per part: the same result without the concatenated tensor (the
     last one has 54 channels at the base network's full resolution) and with channel counts that suit
-    the CPU's vector width better (48 + 6 instead of 54).
+    the CPU's vector width better (48 + 6 instead of 54). The convolutions are `FusedConv2d`s: on the
+    CPU the sum and the ReLU are part of the second convolution, and the last stage runs in bands of
+    rows (`last_stage`).
 
     Args:
         decoder: the decoder, BatchNorm folded (see `fold_batchnorms`).
@@ -116,24 +120,57 @@ class SplitDecoder(nn.Module):
             weight, bias = conv.weight, conv.bias
             if index == len(shortcut_channels):
                 weight, bias = weight[order], bias[order]
-            for part, weight, bias in ((self.upsampled, weight[:, :split], bias),
-                                       (self.shortcuts, weight[:, split:], None)):
-                part.append(nn.Conv2d(weight.shape[1], conv.out_channels, conv.kernel_size, padding=conv.padding,
-                                      bias=bias is not None).to(weight))
-                with torch.no_grad():
-                    part[-1].weight.copy_(weight)
-                    if bias is not None:
-                        part[-1].bias.copy_(bias)
+            last = index == len(shortcut_channels)
+            for part, weight, bias, activation in ((self.upsampled, weight[:, :split], bias, None if last else 'relu'),
+                                                   (self.shortcuts, weight[:, split:], None, None)):
+                part_conv = nn.Conv2d(weight.shape[1], conv.out_channels, conv.kernel_size, padding=conv.padding,
+                                      bias=bias is not None).to(weight).requires_grad_(False)
+                part_conv.weight.copy_(weight)
+                if bias is not None:
+                    part_conv.bias.copy_(bias)
+                part.append(FusedConv2d(part_conv, activation))
 
     def forward(self, x4: torch.Tensor, x3: torch.Tensor, x2: torch.Tensor,
                 x1: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
         x = x4
-        for index, shortcut in enumerate((x3, x2, x1, x0)):
+        for index, shortcut in enumerate((x3, x2, x1)):
             x = F.interpolate(x, size=shortcut.shape[2:], mode='bilinear', align_corners=False)
-            x = self.upsampled[index](x).add_(self.shortcuts[index](shortcut))
-            if index < 3:
-                x = x.relu_()
-        return x
+            x = self.upsampled[index](x, self.shortcuts[index](shortcut))  # relu(conv(x) + conv(shortcut))
+        return self.last_stage(x, x0)
+
+    def last_stage(self, x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+        """conv(upsample(x)) + conv(x0) at the base network's full resolution (B, 37, H, W).
+
+        On the CPU, where x is exactly half the size of x0, in bands of rows: the upsampled band (with the
+        rows that the 3x3 convolution reads around it, exactly as upsampling the whole image gives them)
+        stays in the cache, and its convolution is added into the output in place, instead of writing and
+        reading back a 48-channel image the size of the output.
+        """
+        H, W = x0.shape[2], x0.shape[3]
+        upsampled, shortcut = self.upsampled[3], self.shortcuts[3]
+        if not (x.device.type == 'cpu' and x.dtype in (torch.float32, torch.bfloat16)
+                and (x.size(2) * 2, x.size(3) * 2) == (H, W) and upsampled.conv.kernel_size == (3, 3)
+                and not torch.jit.is_tracing()):
+            return upsampled(F.interpolate(x, size=(H, W), mode='bilinear', align_corners=False), shortcut(x0))
+        out = shortcut(x0)
+        conv = upsampled.conv
+        for top in range(0, H, BAND_ROWS):
+            bottom = min(top + BAND_ROWS, H)
+            need_top, need_bottom = max(top - 1, 0), min(bottom + 1, H)  # upsampled rows read
+            # Upsampling x's rows [first, last) by 2 gives rows 2 * first ... exact except its first and last
+            # row (clamped at the slice's edges): take one more row of x on either side.
+            first, last = max(need_top // 2 - 1, 0), min((need_bottom + 1) // 2 + 1, x.size(2))
+            band = F.interpolate(x[:, :, first:last], scale_factor=2., mode='bilinear', align_corners=False)
+            band = band[:, :, need_top - 2 * first:need_bottom - 2 * first]
+            # Zero rows above the image and below it, as the convolution's padding.
+            band = F.pad(band, (0, 0, need_top - (top - 1), (bottom + 1) - need_bottom))
+            band = band.contiguous(memory_format=torch.channels_last)
+            weight = upsampled.packed_weight(band)
+            for i in range(out.size(0)):  # in place into the output's rows, image by image
+                torch.ops.mkldnn._convolution_pointwise_.binary(
+                    out[i:i + 1, :, top:bottom], band[i:i + 1], weight, conv.bias, [0, 1], [1, 1], [1, 1], 1,
+                    'add', None, None, [], None)
+        return out
 
 
 def activate_(x: torch.Tensor) -> torch.Tensor:

@@ -150,8 +150,8 @@ def crop_pixels(image: torch.Tensor, b: torch.Tensor, top: torch.Tensor, left: t
     y = top.view(-1, 1) + offsets
     z = left.view(-1, 1) + offsets
     inside = ((y >= 0) & (y < H)).view(-1, size, 1, 1) & ((z >= 0) & (z < W)).view(-1, 1, size, 1)
-    y = torch.minimum(y.clamp(min=0), torch.as_tensor(H - 1)).view(-1, size, 1)
-    z = torch.minimum(z.clamp(min=0), torch.as_tensor(W - 1)).view(-1, 1, size)
+    y = torch.minimum(y.clamp(min=0), torch.as_tensor(H - 1, device=y.device)).view(-1, size, 1)
+    z = torch.minimum(z.clamp(min=0), torch.as_tensor(W - 1, device=z.device)).view(-1, 1, size)
     return image.permute(0, 2, 3, 1)[b.view(-1, 1, 1), y, z] * inside
 
 
@@ -175,7 +175,7 @@ def sample_windows(x: torch.Tensor, b: torch.Tensor, top: torch.Tensor, left: to
 def window_mask(top: torch.Tensor, left: torch.Tensor, size: int, height, width) -> torch.Tensor:
     """(P, 1, size, size): 1 where the window of size x size pixels from (top, left) lies on the image of
     height x width pixels, else 0."""
-    offsets = torch.arange(size)
+    offsets = torch.arange(size, device=top.device)
     rows, cols = top.view(-1, 1) + offsets, left.view(-1, 1) + offsets
     return (((rows >= 0) & (rows < height)).view(-1, 1, size, 1)
             & ((cols >= 0) & (cols < width)).view(-1, 1, 1, size))
@@ -195,8 +195,8 @@ def replace_patches(x: torch.Tensor, patches: torch.Tensor, b: torch.Tensor, r: 
     B, C, H, W = x.shape
     s = patches.size(2)
     if torch.jit.is_tracing():  # scattered at flat indices: no transposes of the whole image in ONNX
-        offsets = torch.arange(s)
-        index = (((b.view(-1, 1, 1, 1) * C + torch.arange(C).view(1, -1, 1, 1)) * H
+        offsets = torch.arange(s, device=b.device)
+        index = (((b.view(-1, 1, 1, 1) * C + torch.arange(C, device=b.device).view(1, -1, 1, 1)) * H
                   + (r * s).view(-1, 1, 1, 1) + offsets.view(1, 1, -1, 1)) * W
                  + (c * s).view(-1, 1, 1, 1) + offsets.view(1, 1, 1, -1))
         return x.reshape(-1).scatter(0, index.reshape(-1), patches.to(x.dtype).reshape(-1)).reshape(B, C, H, W)
