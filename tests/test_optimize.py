@@ -254,7 +254,7 @@ def test_onnx_export_of_the_optimized_graph(busy_checkpoint, tmp_path):
     assert export_onnx.read_metadata(path)['optimized'] is True
     # Give the file back the positive error bias (channel 36 of the reordered decoder output).
     proto = onnx.load(path)
-    bias = next(t for t in proto.graph.initializer if 'decoder_upsampled_3' in t.name and t.name.endswith('bias'))
+    bias = next(t for t in proto.graph.initializer if t.name == 'network.decoder.upsampled.3.conv.bias')
     values = numpy_helper.to_array(bias).copy()
     values[36] = 0.5
     bias.CopyFrom(numpy_helper.from_array(values, bias.name))
