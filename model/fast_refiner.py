@@ -119,7 +119,8 @@ class FastRefiner(nn.Module):
                                dtype=torch.long, device=src.device)
             index[tiles[0], tiles[1], tiles[2]] = torch.arange(len(tiles[0]), device=src.device)
             tile = index[b, torch.div(r, side, rounding_mode='floor'), torch.div(c, side, rounding_mode='floor')]
-            patches = patches.view(-1, 4, side, 4, side, 4).permute(0, 2, 4, 1, 3, 5)[tile, r % side, c % side]
+            patches = patches.view(-1, 4, side, 4, side, 4).permute(0, 2, 4, 1, 3, 5).reshape(-1, 4, 4, 4)
+            patches = patches.index_select(0, (tile * side + r % side) * side + c % side)
         return replace_patches(pha, patches[:, :1], b, r, c), replace_patches(fgr, patches[:, 1:], b, r, c), ref
 
     def tile_side(self, ref: torch.Tensor, patches: int) -> int:
