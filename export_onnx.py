@@ -45,7 +45,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from inference_utils import PRECISIONS, add_model_arguments, load_model
-from model import MattingBase, MattingRefine, optimize
+from model import optimize
+from model.optimize import OptimizedMattingBase, OptimizedMattingRefine
 from model.checkpoint import is_torchscript_archive
 
 DEFAULT_OPSET = 17  # ONNX Runtime >= 1.12, TensorRT >= 8.6; the exporter does 11 ~ 20
@@ -173,7 +174,7 @@ def export(model: nn.Module, path: str, opset: int = DEFAULT_OPSET, batch_size: 
         onnx.checker.check_model(proto)
         onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps({
             **(metadata or {}), 'model_type': model_type, 'opset': opset, 'fixed_shape': fixed_shape,
-            'optimized': not isinstance(model, (MattingBase, MattingRefine)),
+            'optimized': isinstance(model, (OptimizedMattingBase, OptimizedMattingRefine)),
             **({'batch_size': batch_size, 'width': width, 'height': height} if fixed_shape else {}),
             **refine_settings(model)})})
         onnx.save(proto, tmp)
@@ -212,11 +213,14 @@ def read_metadata(path: str) -> Dict:
     return json.loads(props[METADATA_KEY]) if METADATA_KEY in props else {}
 
 
-def create_session(path: str, device: torch.device, threads: Optional[int] = None):
-    """An ONNX Runtime session on `device`: the CUDA execution provider for a CUDA device, else the CPU."""
+def create_session(path: str, device: torch.device, threads: Optional[int] = None, spinning: bool = True):
+    """An ONNX Runtime session on `device`: the CUDA execution provider for a CUDA device, else the CPU.
+    `spinning=False` keeps its threads from spinning after a run (which slows other work in the process)."""
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     providers = ['CPUExecutionProvider']
     if device.type == 'cuda':
         if 'CUDAExecutionProvider' not in ort.get_available_providers():

@@ -7,8 +7,12 @@
 
 What it changes, each measured (README, "Speed"):
 - BatchNorm folded into the convolution before it; weights and activations channels-last.
-- The refiner resamples only its patches: each one is cropped at the coarse resolution with the margin
-  that bilinear interpolation reads and upsampled on its own, instead of upsampling whole images first.
+- The decoder's convolutions over concatenations split in two (`SplitDecoder`); on the CPU its last
+  stage in bands of rows, and every convolution fused with its activation or residual addition into one
+  oneDNN call with its weight reordered once (`fusion.fuse_convolutions`).
+- The refiner resamples only its patches (`FastRefiner`): each is cropped at the coarse resolution with
+  the margin that bilinear interpolation reads and upsampled on its own, instead of upsampling whole
+  images first; clustered patches are refined as tiles.
 - The full-resolution outputs are upsampled once, the refined patches written in, src added and the
   result clamped in place.
 """
