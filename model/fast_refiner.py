@@ -11,8 +11,8 @@ from torch.nn import functional as F
 
 from .fusion import FusedConv2d, fold_batchnorm
 from .refiner import Refiner
-from .resampling import (bilinear, crop_windows, interpolation_table, interpolation_weights, replace_patches,
-                         resample_windows, sample_windows, tile_grid, window_mask)
+from .resampling import (bilinear, bilinear_rows, crop_windows, interpolation_table, interpolation_weights,
+                         replace_patches, resample_windows, sample_windows, tile_grid, whole_factor, window_mask)
 
 __all__ = ['FastRefiner']
 
@@ -35,6 +35,8 @@ class FastRefiner(nn.Module):
       image through the convolutions, its overlapping margins computed once), where that takes fewer
       multiplications; the patches that were not selected in a tile are not written.
     - The convolutions run with BatchNorm folded, channels-last, fused with their ReLU on the CPU.
+    - The outputs are made in one pass over the frame (upsampled, src added, clamped; on the CPU in bands
+      of rows that stay in the cache), and the refined patches, finished alike, written into them.
 
     Settable as on `Refiner`: mode, sample_pixels, threshold, prevent_oversampling. Fixed: kernel_size.
 
@@ -43,9 +45,9 @@ class FastRefiner(nn.Module):
         features: (B, 36, Hc, Wc) channels-last: hidden features (32, >= 0), coarse alpha (1, 0 ~ 1) and
             coarse foreground residual (3), in this order (that of the refiner's first convolution).
         err: (B, 1, Hc, Wc) coarse error prediction, 0 ~ 1.
-    Outputs:
-        pha: (B, 1, H, W) refined alpha, not yet clamped.
-        fgr: (B, 3, H, W) refined foreground residual, not yet added to src or clamped.
+    Outputs (MattingRefine's, at full resolution):
+        pha: (B, 1, H, W) refined alpha, 0 ~ 1.
+        fgr: (B, 3, H, W) refined foreground, 0 ~ 1 (the residual added to src).
         ref: (B, 1, H/4, W/4) refinement regions: 1 where a 4x4 patch was refined, else 0.
     """
 
@@ -97,9 +99,7 @@ class FastRefiner(nn.Module):
         ref = Refiner.select_refinement_regions(self, err)  # the eager selection, with these settings
         b, r, c = torch.nonzero(ref.squeeze(1), as_tuple=True)
 
-        # Upsampled from contiguous copies (small) so that pha and fgr are contiguous too.
-        pha = bilinear(features[:, 32:33].contiguous(), size=(H, W))
-        fgr = bilinear(features[:, 33:36].contiguous(), size=(H, W))
+        pha, fgr = finish_outputs(features[:, 32:36], src)
         if not torch.jit.is_tracing() and b.size(0) == 0:
             return pha, fgr, ref
 
@@ -150,8 +150,8 @@ class FastRefiner(nn.Module):
             src, bgr, features: as in `forward`.
             b, r, c: (N,) batch, row and column of tiles of side x side patches, on their grid.
         Output:
-            (N, 4, 4 * side, 4 * side) alpha and foreground residual of the tiles at full resolution,
-            channels-last.
+            (N, 4, 4 * side, 4 * side) alpha and foreground of the tiles at full resolution, finished
+            (`finish_patches`), channels-last.
         """
         H, W = src.shape[2], src.shape[3]
         N, dtype = b.size(0), features.dtype
@@ -180,7 +180,9 @@ class FastRefiner(nn.Module):
         # Nearest upsampling to full resolution, written straight into the third convolution's input.
         y[..., :16].view(N, full // 2, 2, full // 2, 2, 16).copy_(
             x.permute(0, 2, 3, 1).view(N, full // 2, 1, full // 2, 1, 16).expand(-1, -1, 2, -1, 2, -1))
-        return self.conv4(self.conv3(y.permute(0, 3, 1, 2)))
+        x = self.conv4(self.conv3(y.permute(0, 3, 1, 2)))
+        inner = slice(self.full_margin, self.full_margin + 4 * side)  # the tiles' own pixels in y
+        return finish_patches(x, y[:, inner, inner, 16:19].permute(0, 3, 1, 2))
 
     def refine_tiles_traced(self, src: torch.Tensor, bgr: torch.Tensor, features: torch.Tensor, b: torch.Tensor,
                             top: torch.Tensor, left: torch.Tensor, half: int, full: int, offset: int) -> torch.Tensor:
@@ -204,7 +206,9 @@ class FastRefiner(nn.Module):
         y_full = torch.cat([sample_windows(image, b, top.float(), left.float(), 1., full) for image in images],
                            dim=1) * window_mask(top, left, full, H, W)
         x = F.interpolate(self.conv2(self.conv1(x, self.conv1_images(y_half))), scale_factor=2., mode='nearest')
-        return self.conv4(self.conv3(torch.cat([x, y_full], dim=1)))
+        x = self.conv4(self.conv3(torch.cat([x, y_full], dim=1)))
+        inner = slice(self.full_margin, full - self.full_margin)  # the patches' own pixels
+        return finish_patches(x, y_full[:, :3, inner, inner])
 
     def windows(self, coarse: int, half: int, positions: torch.Tensor, side: int
                 ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -236,4 +240,43 @@ class FastRefiner(nn.Module):
         y = F.pad(torch.cat([src, bgr], dim=1).to(x.dtype), [self.full_margin] * 4)
         x = self.conv4(self.conv3(torch.cat([x, y], dim=1).contiguous(memory_format=channels_last)))
         ref = torch.ones((src.size(0), 1, H // 4, W // 4), device=src.device, dtype=src.dtype)
-        return x[:, :1], x[:, 1:], ref
+        return x[:, :1].clamp(0., 1.), x[:, 1:].add(src).clamp_(0., 1.), ref
+
+
+# Rows of the frame made at once on the CPU by finish_outputs.
+OUTPUT_ROWS = 64
+
+
+def finish_outputs(coarse: torch.Tensor, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """MattingRefine's full-resolution outputs before the refined patches: the coarse alpha and foreground
+    residual upsampled, src added to the residual, both clamped; on the CPU, where the frame is a
+    power-of-two multiple of the coarse size, in bands of rows (each upsampled band stays in the cache
+    while src is added and the result clamped), so that the output is written once.
+
+    Inputs:
+        coarse: (B, 4, h, w) coarse alpha (0 ~ 1) and foreground residual.
+        src: (B, 3, H, W).
+    Outputs:
+        pha (B, 1, H, W), fgr (B, 3, H, W), contiguous, 0 ~ 1.
+    """
+    B, H, W = src.size(0), src.size(2), src.size(3)
+    planes = coarse.contiguous().view(B * 4, 1, coarse.size(2), coarse.size(3))  # (see bilinear)
+    factor = whole_factor(coarse.size(2), H)
+    if not (src.device.type == 'cpu' and factor and factor == whole_factor(coarse.size(3), W)
+            and not torch.jit.is_tracing()):
+        upsampled = bilinear(coarse.contiguous(), size=(H, W))
+        return upsampled[:, :1].clamp(0., 1.), upsampled[:, 1:].add(src).clamp_(0., 1.)
+    pha = torch.empty(B, 1, H, W, dtype=coarse.dtype, device=src.device)
+    fgr = torch.empty(B, 3, H, W, dtype=coarse.dtype, device=src.device)
+    for top in range(0, H, OUTPUT_ROWS):
+        bottom = min(top + OUTPUT_ROWS, H)
+        band = bilinear_rows(planes, factor, top, bottom).view(B, 4, bottom - top, W)
+        torch.clamp(band[:, :1], 0., 1., out=pha[:, :, top:bottom])
+        torch.add(band[:, 1:], src[:, :, top:bottom], out=fgr[:, :, top:bottom]).clamp_(0., 1.)
+    return pha, fgr
+
+
+def finish_patches(patches: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """Refined patches (N, 4, s, s), alpha and foreground residual, finished as the outputs are: alpha
+    clamped, src (N, 3, s, s) added to the residual and clamped."""
+    return torch.cat([patches[:, :1].clamp(0., 1.), patches[:, 1:].add(src).clamp(0., 1.)], dim=1)

@@ -27,7 +27,7 @@ from .decoder import Decoder
 from .fast_refiner import FastRefiner
 from .fusion import FusedConv2d, fold_batchnorms, fuse_convolutions
 from .model import MattingBase, MattingRefine, check_inputs
-from .resampling import bilinear
+from .resampling import bilinear, bilinear_rows, whole_factor
 
 __all__ = ['optimize', 'OptimizedMattingBase', 'OptimizedMattingRefine']
 
@@ -153,22 +153,17 @@ class SplitDecoder(nn.Module):
         H, W = x0.shape[2], x0.shape[3]
         upsampled, shortcut = self.upsampled[3], self.shortcuts[3]
         if not (x.device.type == 'cpu' and x.dtype in (torch.float32, torch.bfloat16)
-                and (x.size(2) * 2, x.size(3) * 2) == (H, W) and upsampled.conv.kernel_size == (3, 3)
-                and not torch.jit.is_tracing()):
+                and whole_factor(x.size(2), H) == 2 and whole_factor(x.size(3), W) == 2
+                and upsampled.conv.kernel_size == (3, 3) and not torch.jit.is_tracing()):
             return upsampled(F.interpolate(x, size=(H, W), mode='bilinear', align_corners=False), shortcut(x0))
         out = shortcut(x0)
         conv = upsampled.conv
         for top in range(0, H, BAND_ROWS):
             bottom = min(top + BAND_ROWS, H)
-            need_top, need_bottom = max(top - 1, 0), min(bottom + 1, H)  # upsampled rows read
-            # Upsampling x's rows [first, last) by 2 gives rows 2 * first ... exact except its first and last
-            # row (clamped at the slice's edges): take one more row of x on either side.
-            first, last = max(need_top // 2 - 1, 0), min((need_bottom + 1) // 2 + 1, x.size(2))
-            band = F.interpolate(x[:, :, first:last], scale_factor=2., mode='bilinear', align_corners=False)
-            band = band[:, :, need_top - 2 * first:need_bottom - 2 * first]
-            # Zero rows above the image and below it, as the convolution's padding.
-            band = F.pad(band, (0, 0, need_top - (top - 1), (bottom + 1) - need_bottom))
-            band = band.contiguous(memory_format=torch.channels_last)
+            # The band's upsampled rows and the one above and below that the convolution reads (zero outside
+            # the image, as its padding).
+            band = bilinear_rows(x, 2, max(top - 1, 0), min(bottom + 1, H))
+            band = F.pad(band, (0, 0, int(top == 0), int(bottom == H))).contiguous(memory_format=torch.channels_last)
             weight = upsampled.packed_weight(band)
             for i in range(out.size(0)):  # in place into the output's rows, image by image
                 torch.ops.mkldnn._convolution_pointwise_.binary(
@@ -246,9 +241,6 @@ class OptimizedMattingRefine(nn.Module):
         x = activate_(x)
         pha_sm, err_sm = x[:, PHA].contiguous(), x[:, ERR].contiguous()
         pha, fgr, ref_sm = self.refiner(src, bgr, x[:, FEATURES], err_sm)
-
-        pha = pha.clamp_(0., 1.)
-        fgr = fgr.add_(src).clamp_(0., 1.)
         fgr_sm = src_sm.add(x[:, FGR]).clamp_(0., 1.)
         if pad_h > 0 or pad_w > 0:
             pha = pha[:, :, :H, :W]

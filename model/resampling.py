@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch.nn import functional as F
 
-__all__ = ['bilinear', 'interpolation_weights', 'interpolation_table', 'rows_view', 'resample_windows', 'crop_windows',
+__all__ = ['bilinear', 'bilinear_rows', 'whole_factor', 'interpolation_weights', 'interpolation_table', 'rows_view', 'resample_windows', 'crop_windows',
            'crop_pixels', 'sample_windows', 'window_mask', 'replace_patches', 'tile_grid']
 
 
@@ -28,6 +28,27 @@ def bilinear(x: torch.Tensor, size: Optional[Tuple[int, int]] = None,
     x = F.interpolate(x, size, scale_factor, mode='bilinear', align_corners=False,
                       recompute_scale_factor=True if scale_factor is not None else None)
     return x.view(B, C, x.size(2), x.size(3)) if planes else x
+
+
+def bilinear_rows(x: torch.Tensor, factor: int, top: int, bottom: int) -> torch.Tensor:
+    """Rows [top, bottom) of `F.interpolate(x, scale_factor=factor, mode='bilinear', align_corners=False)`,
+    the same values, from the rows of x that they read (and one more on either side, so that the slice's
+    edges clamp nothing that the image's do not). `factor`: a power of two, so that the source coordinates
+    of the slice and of the image differ by whole rows exactly.
+
+    Input: (B, C, h, w). Output: (B, C, bottom - top, factor * w).
+    """
+    h = x.size(2)
+    low = max(int((top + 0.5) / factor - 0.5) - 1, 0)  # (the first row read is at least this one's successor)
+    high = min(int((bottom - 0.5) / factor - 0.5) + 3, h)
+    rows = F.interpolate(x[:, :, low:high], scale_factor=float(factor), mode='bilinear', align_corners=False)
+    return rows[:, :, top - factor * low:bottom - factor * low]
+
+
+def whole_factor(small: int, large: int) -> int:
+    """large / small where that is a power of two (at least 2), else 0."""
+    factor = large // small
+    return factor if factor >= 2 and factor * small == large and factor & (factor - 1) == 0 else 0
 
 
 def interpolation_weights(coarse, fine, first: torch.Tensor, size: int, width: int
