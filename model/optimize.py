@@ -146,9 +146,9 @@ class SplitDecoder(nn.Module):
         """conv(upsample(x)) + conv(x0) at the base network's full resolution (B, 37, H, W).
 
         On the CPU, where x is exactly half the size of x0, in bands of rows: the upsampled band (with the
-        rows that the 3x3 convolution reads around it, exactly as upsampling the whole image gives them)
-        stays in the cache, and its convolution is added into the output in place, instead of writing and
-        reading back a 48-channel image the size of the output.
+        rows that the 3x3 convolution reads around it, as upsampling the whole image gives them, see
+        `bilinear_rows`) stays in the cache, and its convolution is added into the output in place, instead
+        of writing and reading back a 48-channel image the size of the output.
         """
         H, W = x0.shape[2], x0.shape[3]
         upsampled, shortcut = self.upsampled[3], self.shortcuts[3]

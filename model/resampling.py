@@ -32,9 +32,10 @@ def bilinear(x: torch.Tensor, size: Optional[Tuple[int, int]] = None,
 
 def bilinear_rows(x: torch.Tensor, factor: int, top: int, bottom: int) -> torch.Tensor:
     """Rows [top, bottom) of `F.interpolate(x, scale_factor=factor, mode='bilinear', align_corners=False)`,
-    the same values, from the rows of x that they read (and one more on either side, so that the slice's
-    edges clamp nothing that the image's do not). `factor`: a power of two, so that the source coordinates
-    of the slice and of the image differ by whole rows exactly.
+    computed from the rows of x that they read (and one more on either side, so that the slice's edges
+    clamp nothing that the image's do not). `factor`: a power of two, so that the source coordinates of
+    the slice and of the image differ by whole rows exactly; the values are the same up to float32
+    rounding (PyTorch's kernel may order its sums differently for another size).
 
     Input: (B, C, h, w). Output: (B, C, bottom - top, factor * w).
     """

@@ -17,6 +17,7 @@ import inference_speed_test
 from inference_utils import add_model_arguments, load_model
 from model import MattingBase, MattingRefine, optimize
 from model.fusion import FusedConv2d
+from model.resampling import bilinear_rows
 
 fast_refiner = importlib.import_module('model.fast_refiner')
 
@@ -106,11 +107,24 @@ def test_patches_at_the_borders():
     check_same_mattes(run(optimize(model), src, bgr), expected)
 
 
-def test_matting_base():
+@pytest.mark.parametrize('size', [(64, 96), (65, 99)])
+def test_matting_base(size):
     torch.manual_seed(0)
     model = MattingBase('mobilenetv2').eval()
-    src, bgr = inputs(2, 64, 96, seed=5)
+    src, bgr = inputs(2, *size, seed=5)
     check_same_mattes(run(optimize(model), src, bgr), run(model, src, bgr), names=BASE_NAMES)
+
+
+@pytest.mark.parametrize('factor', [2, 4, 8])
+def test_rows_of_an_upsampled_image_are_those_of_the_whole(factor):
+    """bilinear_rows (the banded decoder stage and outputs) gives the rows of upsampling the whole image
+    (within float32 rounding: PyTorch's kernel may order its sums differently for another size)."""
+    x = torch.rand(2, 3, 13, 9, generator=torch.Generator().manual_seed(factor))
+    whole = torch.nn.functional.interpolate(x, scale_factor=float(factor), mode='bilinear', align_corners=False)
+    for rows in (1, 5, 16, 200):
+        for top in range(0, whole.size(2), rows):
+            bottom = min(top + rows, whole.size(2))
+            assert (bilinear_rows(x, factor, top, bottom) - whole[:, :, top:bottom]).abs().max() <= 1e-6
 
 
 def test_inputs_of_any_layout():
