@@ -6,8 +6,9 @@ import torch
 import torchvision
 from torch.nn import functional as F
 
-__all__ = ['bilinear', 'bilinear_rows', 'whole_factor', 'interpolation_weights', 'interpolation_table', 'rows_view', 'resample_windows', 'crop_windows',
-           'crop_pixels', 'sample_windows', 'window_mask', 'replace_patches', 'tile_grid']
+__all__ = ['bilinear', 'bilinear_rows', 'whole_factor', 'interpolation_weights', 'interpolation_table', 'rows_view',
+           'resample_windows', 'crop_windows', 'crop_pixels', 'sample_windows', 'window_mask', 'replace_patches',
+           'tile_grid']
 
 
 def bilinear(x: torch.Tensor, size: Optional[Tuple[int, int]] = None,
@@ -40,7 +41,9 @@ def bilinear_rows(x: torch.Tensor, factor: int, top: int, bottom: int) -> torch.
     Input: (B, C, h, w). Output: (B, C, bottom - top, factor * w).
     """
     h = x.size(2)
-    low = max(int((top + 0.5) / factor - 0.5) - 1, 0)  # (the first row read is at least this one's successor)
+    # Output row o reads rows floor((o + 0.5) / factor - 0.5) and the next: from one row before the first
+    # of top's to one row after the second of (bottom - 1)'s.
+    low = max(int((top + 0.5) / factor - 0.5) - 1, 0)
     high = min(int((bottom - 0.5) / factor - 0.5) + 3, h)
     rows = F.interpolate(x[:, :, low:high], scale_factor=float(factor), mode='bilinear', align_corners=False)
     return rows[:, :, top - factor * low:bottom - factor * low]
@@ -140,6 +143,8 @@ def crop_windows(image: torch.Tensor, b: torch.Tensor, top: torch.Tensor, left: 
         (P, size, size, C), channels last (not necessarily contiguous).
     """
     B, C, H, W = image.shape
+    if size > H or size > W:
+        return crop_pixels(image, b, top, left, size)
     offsets = torch.arange(size, device=b.device)
     rows = (top.view(-1, 1) + offsets).clamp(0, H - 1)  # (P, size)
     first = left.clamp(0, W - size)
