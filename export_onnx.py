@@ -19,6 +19,11 @@ The file takes `src` and `bgr` of any batch size, height and width (only --batch
 with --fixed-shape); backbone scale, refine mode, sample pixels and threshold are fixed in it and
 recorded in its metadata (`bgmv2`). Inputs and outputs are those of MattingBase / MattingRefine.
 
+The graph exported is that of the optimized model (`model.optimize`), which ONNX Runtime runs faster
+(README, "Speed"); its refiner samples its patches with RoiAlign whatever the crop method. `--eager`
+exports the model as written (its crop and replace methods as chosen). Either file is validated against
+the eager model.
+
 Exporter: the TorchScript-based `torch.onnx.export(..., dynamo=False)`. The refiner picks its patches
 with topk and nonzero, so how many there are depends on the data; torch.export (`dynamo=True`) stops at
 the branch on that count (GuardOnDataDependentSymNode) and takes about a minute for the base network
@@ -42,6 +47,8 @@ from torch.nn import functional as F
 from common.errors import UserError, exit_with_error
 from common.files import check_output_file
 from inference_utils import PRECISIONS, add_model_arguments, load_model
+from model import optimize
+from model.optimize import OptimizedMattingBase, OptimizedMattingRefine
 from model.checkpoint import is_torchscript_archive
 
 DEFAULT_OPSET = 17  # ONNX Runtime >= 1.12, TensorRT >= 8.6; the exporter does 11 ~ 20
@@ -134,7 +141,7 @@ def check_size(model: nn.Module, height: int, width: int, option: str) -> None:
 def export(model: nn.Module, path: str, opset: int = DEFAULT_OPSET, batch_size: int = 1,
            resolution: Tuple[int, int] = (1920, 1080), fixed_shape: bool = False,
            metadata: Optional[Dict] = None) -> None:
-    """Exports an eager MattingBase or MattingRefine (on its device, in its dtype) to `path`.
+    """Exports a MattingBase or MattingRefine, eager or optimized (on its device, in its dtype), to `path`.
 
     Args:
         resolution: (width, height) to trace at; with `fixed_shape` the only input size of the file.
@@ -169,6 +176,7 @@ def export(model: nn.Module, path: str, opset: int = DEFAULT_OPSET, batch_size: 
         onnx.checker.check_model(proto)
         onnx.helper.set_model_props(proto, {METADATA_KEY: json.dumps({
             **(metadata or {}), 'model_type': model_type, 'opset': opset, 'fixed_shape': fixed_shape,
+            'optimized': isinstance(model, (OptimizedMattingBase, OptimizedMattingRefine)),
             **({'batch_size': batch_size, 'width': width, 'height': height} if fixed_shape else {}),
             **refine_settings(model)})})
         onnx.save(proto, tmp)
@@ -207,11 +215,14 @@ def read_metadata(path: str) -> Dict:
     return json.loads(props[METADATA_KEY]) if METADATA_KEY in props else {}
 
 
-def create_session(path: str, device: torch.device, threads: Optional[int] = None):
-    """An ONNX Runtime session on `device`: the CUDA execution provider for a CUDA device, else the CPU."""
+def create_session(path: str, device: torch.device, threads: Optional[int] = None, spinning: bool = True):
+    """An ONNX Runtime session on `device`: the CUDA execution provider for a CUDA device, else the CPU.
+    `spinning=False` keeps its threads from spinning after a run (which slows other work in the process)."""
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
     providers = ['CPUExecutionProvider']
     if device.type == 'cuda':
         if 'CUDAExecutionProvider' not in ort.get_available_providers():
@@ -306,6 +317,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.set_defaults(model_refine_patch_crop_method='roi_align')  # unfold has no ONNX export
     group = parser.add_argument_group('onnx')
     group.add_argument('--output', required=True, help='the .onnx file to write')
+    group.add_argument('--eager', action='store_true',
+                       help='export the model as written (with its patch crop and replace methods) instead of '
+                            'its optimized graph, which ONNX Runtime runs faster')
     group.add_argument('--onnx-opset-version', type=int, default=DEFAULT_OPSET, choices=range(11, 21),
                        metavar='{11..20}')
     group.add_argument('--resolution', type=int, nargs=2, default=[1920, 1080], metavar=('WIDTH', 'HEIGHT'),
@@ -344,15 +358,17 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     check_args(parser, args)
     try:
         check_output_file(args.output)  # before the model is loaded and traced
-        model, device, dtype = load_model(args, slow_fallback=False)
+        model, device, dtype = load_model(args, slow_fallback=False, optimized=False)  # eager: validated against
         if dtype != PRECISIONS[args.precision]:
             raise ValueError(f"--precision {args.precision} cannot run on {device}")
-        export(model, args.output, args.onnx_opset_version, args.batch_size, tuple(args.resolution),
-               args.fixed_shape, metadata=dict(backbone=args.model_backbone, precision=args.precision))
+        export(model if args.eager else optimize(model), args.output, args.onnx_opset_version, args.batch_size,
+               tuple(args.resolution), args.fixed_shape,
+               metadata=dict(backbone=args.model_backbone, precision=args.precision))
     except (UserError, ValueError, OSError) as error:  # CheckpointError is a ValueError
         exit_with_error(parser.prog, error)
     print(f"Saved {args.output} ({args.model_type}, {args.model_backbone}, {args.precision}, "
-          f"opset {args.onnx_opset_version}, {'fixed' if args.fixed_shape else 'dynamic'} shape)")
+          f"opset {args.onnx_opset_version}, {'fixed' if args.fixed_shape else 'dynamic'} shape, "
+          f"{'eager' if args.eager else 'optimized'} graph)")
 
     if not args.validate:
         return

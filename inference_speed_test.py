@@ -39,7 +39,8 @@ from PIL import Image, UnidentifiedImageError
 
 import export_onnx
 import export_torchscript
-from inference_utils import PRECISIONS, add_model_arguments, load_model, resolve_device, resolve_precision
+from inference_utils import (PRECISIONS, add_model_arguments, is_optimized, load_model, resolve_device,
+                             resolve_precision)
 from model.checkpoint import is_torchscript_archive
 
 BACKENDS = ('pytorch', 'torchscript', 'onnx')
@@ -90,13 +91,16 @@ def torch_runner(args: argparse.Namespace, src: torch.Tensor, bgr: torch.Tensor,
     scripted_file = bool(checkpoint) and is_torchscript_archive(checkpoint)
     if args.backend == 'pytorch' and scripted_file:
         raise ValueError(f"--model-checkpoint {checkpoint} is TorchScript: use --backend torchscript")
+    # The pytorch backend runs the optimized model unless --eager; TorchScript is made of the eager one.
+    optimized = args.backend == 'pytorch' and is_optimized(args)
     with warnings.catch_warnings():
         warnings.simplefilter('ignore', FutureWarning)  # torch.jit is deprecated
-        model, device, dtype = load_model(args)
+        model, device, dtype = load_model(args, optimized=optimized)
     description = export_torchscript.read_metadata(checkpoint) if scripted_file else \
         export_torchscript.model_metadata(args)
     description['precision'] = DTYPE_NAMES[dtype]
     description['channels_last'] = args.channels_last
+    description['optimized'] = optimized
     if args.backend == 'torchscript' and not scripted_file:
         model = export_torchscript.script_model(model)
     if hasattr(model, 'refiner') or hasattr(model, 'refine_mode'):  # eager, or TorchScript (hoisted)
@@ -145,7 +149,7 @@ def onnx_runner(args: argparse.Namespace, src: torch.Tensor, bgr: torch.Tensor, 
             args.model_refine_patch_crop_method = 'roi_align'  # unfold has no ONNX export
         if resolve_precision(args.precision, device) != PRECISIONS[args.precision] or args.precision == 'bf16':
             raise ValueError(f"--precision {args.precision} cannot be exported to ONNX on {device}")
-        model, _, _ = load_model(args, device)
+        model, _, _ = load_model(args, device)  # the optimized graph (as export_onnx.py) unless --eager
         if fixed_work and hasattr(model, 'refiner'):
             model.refiner.prevent_oversampling = False
         path = os.path.join(workdir, 'model.onnx')

@@ -24,7 +24,7 @@ from inference.pipeline import *  # noqa: F401,F403
 from inference.plates import *  # noqa: F401,F403
 from inference.readers import *  # noqa: F401,F403
 from inference.writers import *  # noqa: F401,F403
-from model import CheckpointError, MattingBase, MattingRefine, load_checkpoint
+from model import CheckpointError, MattingBase, MattingRefine, load_checkpoint, optimize
 from model.checkpoint import describe_load_error, is_torchscript_archive
 from model.model import BACKBONES
 from model.refiner import PATCH_CROP_METHODS, PATCH_REPLACE_METHODS, REFINE_MODES
@@ -39,8 +39,11 @@ TORCHSCRIPT_SETTINGS = ('backbone_scale', 'refine_mode', 'refine_sample_pixels',
 
 def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bool = True,
                         channels_last: bool = True) -> None:
-    """The model options of every inference script (names as in the original scripts); the exports,
-    whose files do not keep a memory format, leave out `--channels-last`."""
+    """The model options of every inference script (names as in the original scripts).
+
+    `channels_last`: also the options of how the model runs in this process, `--channels-last` and
+    `--eager`; the exports, whose files keep neither, leave them out (and load the eager model).
+    """
     group = parser.add_argument_group('model')
     group.add_argument('--model-type', choices=['mattingbase', 'mattingrefine'], default='mattingrefine')
     group.add_argument('--model-backbone', choices=BACKBONES, default='mobilenetv2',
@@ -65,7 +68,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bo
     if channels_last:
         group.add_argument('--channels-last', action='store_true',
                            help='store the weights channels-last (the frames already are): the same model, '
-                                'often faster, e.g. on CPU')
+                                'often faster, e.g. on CPU; the optimized model always is')
+        group.add_argument('--eager', action='store_true',
+                           help='run the model as written (the reference) instead of its optimized form '
+                                '(model.optimize: the same mattes, several times faster)')
 
 
 REPOSITORY = os.path.dirname(os.path.abspath(__file__))
@@ -136,13 +142,14 @@ def build_model(args: argparse.Namespace) -> nn.Module:
                          refine_patch_replace_method=args.model_refine_patch_replace_method)
 
 
-def load_model(args: argparse.Namespace, device: Optional[torch.device] = None, slow_fallback: bool = True
-               ) -> Tuple[nn.Module, torch.device, torch.dtype]:
+def load_model(args: argparse.Namespace, device: Optional[torch.device] = None, slow_fallback: bool = True,
+               optimized: Optional[bool] = None) -> Tuple[nn.Module, torch.device, torch.dtype]:
     """Builds and loads the model the options describe, in eval mode, on its device and dtype
     (`slow_fallback`: see `resolve_precision`; exports turn it off to write the precision asked for).
 
-    A TorchScript file is loaded as it is; the refine settings given on the command line are applied
-    to the attributes it exposes (see export_torchscript.py).
+    `optimized`: whether to return `model.optimize(model)` rather than the model as written; by default
+    as the options say (see `is_optimized`). A TorchScript file is loaded as it is; the refine settings
+    given on the command line are applied to the attributes it exposes (see export_torchscript.py).
 
     Returns:
         model: called as `model(src, bgr)`; outputs as MattingBase / MattingRefine.
@@ -170,7 +177,17 @@ def load_model(args: argparse.Namespace, device: Optional[torch.device] = None, 
     model = model.to(device, dtype).eval()
     if getattr(args, 'channels_last', False):
         model = model.to(memory_format=torch.channels_last)
+    if (is_optimized(args) if optimized is None else optimized) and isinstance(model, MattingBase):
+        model = optimize(model)
     return model, device, dtype
+
+
+def is_optimized(args: argparse.Namespace) -> bool:
+    """Whether `load_model` runs the model of these options optimized by default: unless --eager is
+    given, or the script has no such option (the exports), or the model is a TorchScript file (which
+    runs as it is)."""
+    return (getattr(args, 'eager', True) is False
+            and not (args.model_checkpoint and is_torchscript_archive(args.model_checkpoint)))
 
 
 def load_model_or_exit(parser: argparse.ArgumentParser, args: argparse.Namespace
