@@ -42,7 +42,7 @@ import os
 from inference.cli import exit_on_user_error
 from inference.images import run
 from inference.matting import OUTPUT_TYPES
-from inference_utils import add_model_arguments, default_to_demo_checkpoint
+from inference.model import add_model_arguments, default_to_demo_checkpoint
 
 DEFAULT_OUTPUT_TYPES = ['com', 'pha', 'fgr']
 REPOSITORY = os.path.dirname(os.path.abspath(__file__))

@@ -45,8 +45,8 @@ import os
 
 from inference.cli import exit_on_user_error, parse_bit_rate, parse_frame_rate
 from inference.matting import DEFAULT_COMPOSITE_COLOUR, OUTPUT_TYPES
+from inference.model import add_model_arguments, default_to_demo_checkpoint
 from inference.video import DEFAULT_OUTPUT_TYPES, convert_video, run
-from inference_utils import add_model_arguments, default_to_demo_checkpoint
 
 __all__ = ['convert_video', 'get_args_parser', 'main']  # convert_video: its import path of earlier versions
 

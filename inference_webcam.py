@@ -27,8 +27,8 @@ import argparse
 import os
 
 from inference.cli import exit_on_user_error
+from inference.model import add_model_arguments
 from inference.webcam import run
-from inference_utils import add_model_arguments
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -12,11 +12,11 @@ from tqdm import tqdm
 from common.files import check_folder_can_be_made
 from common.images import image_size
 from common.shards import parse_shard
-from inference_utils import load_model_or_exit
 
 from .cli import InputError, warn
 from .files import Pairing, check_not_existing, pair_images, prepare_output_dir
 from .matting import COMPOSITE, Matting, Throughput
+from .model import load_model_or_exit
 from .pipeline import run_pipeline
 from .plates import align_plate, check_plate
 from .readers import ReplacementBackground, read_image

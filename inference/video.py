@@ -19,12 +19,12 @@ from tqdm import tqdm
 
 from common.files import is_image_file, names_by_stem
 from common.shards import Shard, parse_shard
-from inference_utils import load_model_or_exit
 
 from .cli import InputError, parse_size, warn
 from .colour import output_colour
 from .files import check_not_existing, prepare_output_dir
 from .matting import COMPOSITE, DEFAULT_COMPOSITE_COLOUR, OUTPUT_TYPES, Matting, Throughput, model_device_dtype
+from .model import load_model_or_exit
 from .pipeline import run_pipeline
 from .plates import align_plate, check_plate, median_plate
 from .readers import ReplacementBackground, VideoReader, open_clip, read_image

@@ -9,11 +9,10 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from inference_utils import load_model_or_exit
-
 from .cli import InputError, parse_size
 from .files import check_not_existing, prepare_output_dir
 from .matting import COMPOSITE, Matting, Throughput
+from .model import load_model_or_exit
 from .pipeline import WorkerThread
 from .plates import median_plate
 from .readers import Capture, ReplacementBackground

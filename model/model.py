@@ -12,6 +12,46 @@ from .resnet import ResNetEncoder
 
 BACKBONES = ('resnet50', 'resnet101', 'mobilenetv2', 'mobilenetv3')
 
+# The settings of a MattingRefine by the names of its arguments (and of the scripts' --model-* options),
+# with the attribute each is kept in. The first five may change between calls (on the model, on the
+# result of model.optimize, and at the top level of a TorchScript file of export_torchscript.py); the
+# others are fixed when the model is built.
+RUNTIME_SETTINGS = {'backbone_scale': 'backbone_scale', 'refine_mode': 'refiner.mode',
+                    'refine_sample_pixels': 'refiner.sample_pixels', 'refine_threshold': 'refiner.threshold',
+                    'refine_prevent_oversampling': 'refiner.prevent_oversampling'}
+BUILD_SETTINGS = {'refine_kernel_size': 'refiner.kernel_size', 'refine_patch_crop_method': 'refiner.patch_crop_method',
+                  'refine_patch_replace_method': 'refiner.patch_replace_method'}
+
+
+def refine_settings(model: nn.Module) -> dict:
+    """The settings of a MattingRefine (or of its optimized form) by argument name; {} for a MattingBase.
+    A TorchScript file of export_torchscript.py gives the runtime settings it holds at its top level."""
+    if hasattr(model, 'refine_mode'):  # a TorchScript file, its settings hoisted to the top level
+        return {name: getattr(model, name) for name in RUNTIME_SETTINGS}
+    if not hasattr(model, 'refiner'):
+        return {}
+    return {name: _get(model, path) for name, path in {**RUNTIME_SETTINGS, **BUILD_SETTINGS}.items()}
+
+
+def set_refine_settings(model: nn.Module, **settings) -> None:
+    """Sets runtime settings (RUNTIME_SETTINGS names) on a MattingRefine, its optimized form or a
+    TorchScript file of one; a MattingBase has none, and takes none."""
+    unknown = set(settings) - set(RUNTIME_SETTINGS)
+    if unknown:
+        raise ValueError(f"not runtime refine settings: {', '.join(sorted(unknown))}")
+    for name, value in settings.items():
+        if hasattr(model, 'refine_mode'):  # TorchScript: hoisted to the top level
+            setattr(model, name, value)
+        elif hasattr(model, 'refiner'):
+            owner, _, attribute = RUNTIME_SETTINGS[name].rpartition('.')
+            setattr(_get(model, owner) if owner else model, attribute, value)
+
+
+def _get(obj, path: str):
+    for part in path.split('.'):
+        obj = getattr(obj, part)
+    return obj
+
 
 def build_backbone(backbone: str, in_channels: int) -> nn.Module:
     if backbone in ('resnet50', 'resnet101'):

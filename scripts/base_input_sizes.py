@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 import torch
 
-from inference_utils import DEMO_CHECKPOINT, read_image
+from inference.model import DEMO_CHECKPOINT
+from inference.readers import read_image
 from model import MattingBase, MattingRefine, load_checkpoint
 
 

@@ -24,11 +24,12 @@ import torch
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import export_onnx
 import inference_images
 import inference_speed_test
 import train_base
 import train_refine
+from export import onnx as export_onnx
+from inference import speed
 from inference_utils import load_model
 from inference_video import convert_video
 from model import MattingBase, MattingRefine, load_checkpoint
@@ -231,8 +232,8 @@ def test_torch_compile_matches_eager(pair, record_property):
     """torch.compile of MattingRefine (graph breaks at the data-dependent patch selection)."""
     if not hasattr(torch, 'compile'):
         pytest.skip(f'torch {torch.__version__} has no torch.compile')
-    import torch._dynamo
-    if not torch._dynamo.is_dynamo_supported():
+    from torch import _dynamo
+    if not _dynamo.is_dynamo_supported():
         pytest.skip(f'torch.compile does not support Python {sys.version.split()[0]} in torch {torch.__version__}')
     src, bgr = (x.to(DEVICE) for x in pair)
     model = demo_model().to(DEVICE)
@@ -262,8 +263,9 @@ def test_weights_saved_on_one_device_load_on_the_other(tmp_path):
     load_checkpoint(on_device, str(tmp_path / 'cpu.pth'))
     assert all(p.device.type == DEVICE.type for p in on_device.parameters())
     # The inference scripts' loader, from the file written on the device.
+    # --eager: the model as written, whose state_dict names the checkpoint's tensors.
     args = inference_images.get_args_parser().parse_args(['--model-checkpoint', str(tmp_path / 'device.pth'),
-                                                          '--device', DEVICE.type])
+                                                          '--device', DEVICE.type, '--eager'])
     model, device, dtype = load_model(args)
     assert device.type == DEVICE.type and dtype == torch.float32
     assert torch.equal(model.state_dict()['refiner.conv1.weight'].cpu(), on_cpu.state_dict()['refiner.conv1.weight'])
@@ -405,7 +407,7 @@ def test_onnx_runtime_cuda_provider_with_io_binding(tmp_path, precision):
                               '--resolution', '320', '192', '--batch-size', '2', '--precision', precision])
     inference_speed_test.check_args(parser, args)
     src, bgr = export_onnx.example_inputs(2, 192, 320, seed=1)
-    runner = inference_speed_test.onnx_runner(args, src, bgr, False, str(tmp_path))
+    runner = speed.onnx_runner(args, src, bgr, False, str(tmp_path))
     runner.run()
     runner.synchronize()
     outputs = [torch.from_numpy(x).float() for x in runner.fetch(None)]
