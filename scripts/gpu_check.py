@@ -50,7 +50,7 @@ SETTINGS = {
         budget=dict(tests=120, speed=30, video=20, train=35, slow_tests=75),
         min_start=dict(tests=30, speed=10, video=10, train=10, slow_tests=40),
         speed=dict(backbones=('mobilenetv2', 'mobilenetv3', 'resnet50'), precisions=('fp32', 'fp16'),
-                   batches=(1, 4), warmup=3, iterations=10,
+                   batches=(1, 4), warmup=3, iterations=10, optimize_reserve=10,
                    # name: (width, height, backbone scale, sample pixels), the paper's settings
                    resolutions={'HD': (1920, 1080, 0.25, 80_000), '4K': (3840, 2160, 0.125, 320_000)}),
         video=dict(size=(1920, 1080), frames=60, runs=(('fp32', 1), ('fp16', 4))),
@@ -63,7 +63,7 @@ SETTINGS = {
         budget=dict(tests=30, speed=12, video=12, train=15, slow_tests=20),
         min_start=dict(tests=3, speed=3, video=3, train=3, slow_tests=3),
         speed=dict(backbones=('mobilenetv2', 'mobilenetv3', 'resnet50'), precisions=('fp32', 'bf16'),
-                   batches=(1, 2), warmup=1, iterations=2,
+                   batches=(1, 2), warmup=1, iterations=2, optimize_reserve=1,
                    resolutions={'HD': (128, 64, 0.25, 300), '4K': (256, 128, 0.125, 1_200)}),
         video=dict(size=(128, 64), frames=4, runs=(('fp32', 1), ('bf16', 2))),
         # One crop shape: oneDNN, like cuDNN's autotuning, prepares its kernels anew for every shape.
@@ -197,7 +197,7 @@ def load_optimize():
 def measure_speed(result: PartResult, settings: Dict, device, deadline: float) -> None:
     import numpy as np
     import torch
-    from inference_speed_test import measure
+    from inference.speed import measure
     from model import MattingRefine
 
     config = settings['speed']
@@ -235,7 +235,7 @@ def measure_speed(result: PartResult, settings: Dict, device, deadline: float) -
                             if optimize is None:
                                 row[path] = 'n/a'
                                 continue
-                            if time_left(deadline) < 10:
+                            if time_left(deadline) < config['optimize_reserve']:  # optimize and warm up
                                 row[path] = 'skipped: time limit of the part'
                                 continue
                             try:
@@ -265,7 +265,7 @@ def measure_speed(result: PartResult, settings: Dict, device, deadline: float) -
 
 def speed_runner(model, src, bgr, device):
     import torch
-    from inference_speed_test import Runner
+    from inference.speed import Runner
 
     def run():
         with torch.inference_mode():
@@ -288,7 +288,7 @@ def make_clip(folder: Path, size, frames: int):
     import cv2
     import numpy as np
     from dataset.synthetic import capture_sample
-    from inference_utils import VideoWriter, save_image
+    from inference.writers import VideoWriter, save_image
 
     width, height = size
     _, plate, fgr, pha, _ = capture_sample(0, 0, (max(width // 2, 64), max(height // 2, 64)))
@@ -314,7 +314,7 @@ def make_clip(folder: Path, size, frames: int):
 def measure_video(result: PartResult, settings: Dict, device, deadline: float) -> None:
     import torch
     import inference_video
-    from inference_utils import load_model
+    from inference.model import load_model
 
     config = settings['video']
     width, height = config['size']
