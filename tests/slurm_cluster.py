@@ -6,6 +6,7 @@ folder of their own, and stops them by PID. It needs root (the daemons run as ro
 submitting user). Jobs inherit the submitting environment (sbatch's default), so they run the test's
 Python with `SLURM_CONF` pointing at this cluster.
 """
+import math
 import os
 import re
 import shutil
@@ -161,6 +162,18 @@ class LocalSlurm:
                 text.append(f'--- {name}\n' + ''.join(file.readlines()[-15:]))
         return '\n'.join(text)
 
+    def job_log(self, job_id: int) -> str:
+        """What slurmctld and slurmd logged about one job (for the message of a failed assertion)."""
+        pattern = re.compile(rf'(JobId={job_id}\b|job[ _]?id[ =]?{job_id}\b|\b{job_id}\.(batch|extern|\d+)\b|'
+                             rf'\[{job_id}\.|job {job_id}\b)', re.IGNORECASE)
+        lines = []
+        for name in ('slurmctld.log', 'slurmd.log'):
+            path = os.path.join(self.root, 'log', name)
+            if os.path.exists(path):
+                with open(path, errors='replace') as file:
+                    lines += [f'{name}: {line.rstrip()}' for line in file if pattern.search(line)]
+        return '\n'.join(lines[-60:])
+
     # ------------------------------------------------------------------ jobs
 
     def env(self, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
@@ -232,6 +245,9 @@ class LocalSlurm:
         # Every step of the requeued run, the batch script's included, must have ended: an old batch step
         # ending after the new run started would end the new run with its own exit status.
         self._wait(lambda: not self._steps_running(job_id), timeout, 'the requeued run to end')
+        # slurmd revoked the old run's credential; it refuses a new one created within the same second
+        # (whole seconds are compared), and the job then fails with "Job credential revoked".
+        time.sleep(max(0.0, math.floor(time.time()) + 2 - time.time()))
         deadline = time.monotonic() + timeout
         while True:
             result = subprocess.run(['scontrol', 'update', f'JobId={job_id}', 'StartTime=now'], env=self.env(),

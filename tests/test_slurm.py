@@ -112,7 +112,7 @@ def test_two_tasks_end_with_identical_weights_and_a_time_limit_signal_requeues_a
     cluster.start_now(interrupted)
     job = cluster.wait_ended(interrupted, timeout=240)
     text = read_output(interrupted_out)
-    assert job['JobState'] == 'COMPLETED' and job['Restarts'] == '1', text
+    assert job['JobState'] == 'COMPLETED' and job['Restarts'] == '1', text + cluster.job_log(interrupted)
     stopped = [int(s) for s in re.findall(r'Stopped by SIGUSR1 at step (\d+)', text)]
     resumed = [int(s) for s in re.findall(r'Resumed from \S+ at epoch \d+, step (\d+)', text)]
     assert len(stopped) == 1 and resumed == stopped and 4 <= stopped[0] < 14, text
@@ -153,7 +153,7 @@ def test_a_stop_on_an_epochs_last_step_leaves_that_epochs_file(cluster, job_env,
     cluster.start_now(job_id)
     job = cluster.wait_ended(job_id, timeout=240)
     text = read_output(output)
-    assert job['JobState'] == 'COMPLETED', text
+    assert job['JobState'] == 'COMPLETED', text + cluster.job_log(job_id)
     assert re.search(r'Stopped by SIGUSR1 at step \d+', text), text
     assert sorted(f for f in os.listdir(folder) if f.startswith('epoch-')) == sorted(f'epoch-{n}.pth' for n in range(40))
 
