@@ -1,8 +1,8 @@
 """Eager model against `optimize(model)`, in one process with alternating runs, on fixed work.
 
-    python scripts/benchmark_inference.py                       # CPU, fp32, the four settings below
-    python scripts/benchmark_inference.py --device cuda --precision fp16
-    python scripts/benchmark_inference.py --settings mobilenetv2-hd --onnx --json results.json
+    python -m scripts.benchmark_inference                       # CPU, fp32, the four settings below
+    python -m scripts.benchmark_inference --device cuda --precision fp16
+    python -m scripts.benchmark_inference --settings mobilenetv2-hd --onnx --json results.json
 
 Settings (batch 1, sampling mode without oversampling prevention, so that every frame refines exactly
 sample_pixels / 16 patches whatever the weights predict; random weights and inputs, seeded):
@@ -15,7 +15,7 @@ sample_pixels / 16 patches whatever the weights predict; random weights and inpu
 Each iteration runs every model once, in turn, so that other load on the machine falls on all of them
 alike; the table gives median milliseconds, frames per second and the ratio optimized / eager. Our
 eager model runs at the original BGMv2 code's speed (issue 16 reports a time ratio ours / original of
-1.03, measured side by side), so its time stands in for the original's. With --onnx, both models are exported (export_onnx.py) and their files run in ONNX
+1.03, measured side by side), so its time stands in for the original's. With --onnx, both models are exported (`export.onnx`) and their files run in ONNX
 Runtime too (CPU, or the CUDA execution provider), timed against the eager PyTorch model.
 
 On a shared machine, rounds during which other processes used more than --max-others of a core (read
@@ -41,9 +41,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from inference_utils import PRECISIONS, resolve_device, resolve_precision  # noqa: E402
-from model import MattingRefine, optimize  # noqa: E402
+from common.devices import PRECISIONS, check_device_name, inference_dtype, resolve_device
+from common.errors import UserError
+from model import MattingRefine, optimize
 
 SETTINGS = {
     'mobilenetv2-hd': dict(backbone='mobilenetv2', width=1920, height=1080, backbone_scale=0.25, sample_pixels=80_000),
@@ -73,7 +73,7 @@ def torch_runner(model: torch.nn.Module, src: torch.Tensor, bgr: torch.Tensor) -
 def onnx_runner(model: torch.nn.Module, src: torch.Tensor, bgr: torch.Tensor, workdir: str, name: str,
                 threads: Optional[int]) -> Callable[[], None]:
     """Exports `model` at the inputs' size and returns a call of its file in ONNX Runtime."""
-    import export_onnx
+    from export import onnx as export_onnx
     path = os.path.join(workdir, name + '.onnx')
     export_onnx.export(model, path, batch_size=src.shape[0], resolution=(src.shape[3], src.shape[2]))
     session = export_onnx.create_session(path, src.device, threads, spinning=False)  # PyTorch runs in between
@@ -167,7 +167,7 @@ def print_table(records: Sequence[Dict]) -> None:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description='Eager against optimized inference, alternating runs.')
     parser.add_argument('--settings', nargs='+', choices=sorted(SETTINGS), default=list(SETTINGS))
-    parser.add_argument('--device', default='cpu', help="'cpu', 'cuda', 'cuda:1', or 'auto'")
+    parser.add_argument('--device', type=check_device_name, default='cpu', help="'cpu', 'cuda', 'cuda:1', or 'auto'")
     parser.add_argument('--precision', choices=sorted(PRECISIONS), default='fp32')
     parser.add_argument('--threads', type=int, default=2, help='CPU threads of PyTorch and ONNX Runtime')
     parser.add_argument('--warmup', type=int, default=2, help='untimed calls of each model first')
@@ -187,9 +187,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         parser.error('--threads and --iterations must be at least 1, --warmup at least 0')
     try:
         device = resolve_device(args.device)
-    except ValueError as error:
+    except UserError as error:
         parser.error(str(error))
-    dtype = resolve_precision(args.precision, device)
+    dtype = inference_dtype(args.precision, device)
     if dtype != PRECISIONS[args.precision]:
         parser.error(f"--precision {args.precision} does not run on {device}")
     if args.onnx and dtype != torch.float32:
