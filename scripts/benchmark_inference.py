@@ -3,6 +3,7 @@
     python -m scripts.benchmark_inference                       # CPU, fp32, the four settings below
     python -m scripts.benchmark_inference --device cuda --precision fp16
     python -m scripts.benchmark_inference --settings mobilenetv2-hd --onnx --json results.json
+    python -m scripts.benchmark_inference --onnx --original ~/src/BackgroundMattingV2
 
 Settings (batch 1, sampling mode without oversampling prevention, so that every frame refines exactly
 sample_pixels / 16 patches whatever the weights predict; random weights and inputs, seeded):
@@ -13,22 +14,26 @@ sample_pixels / 16 patches whatever the weights predict; random weights and inpu
     resnet50-hd      1920x1080, backbone_scale 0.25, 80,000 pixels
 
 Each iteration runs every model once, in turn, so that other load on the machine falls on all of them
-alike; the table gives median milliseconds, frames per second and the ratio optimized / eager. Our
-eager model runs at the original BGMv2 code's speed (issue 16 reports a time ratio ours / original of
-1.03, measured side by side), so its time stands in for the original's. With --onnx, both models are exported (`export.onnx`) and their files run in ONNX
-Runtime too (CPU, or the CUDA execution provider), timed against the eager PyTorch model.
+alike; the table gives median milliseconds, frames per second and the ratios to the eager model and,
+with --original, to the original BGMv2 code's MattingRefine (a checkout of PeterL1n/
+BackgroundMattingV2; it is imported and run with the same weights, nothing of it is copied). With
+--onnx, both of our models are exported (`export.onnx`) and their files run in ONNX Runtime too (CPU,
+or the CUDA execution provider).
 
 On a shared machine, rounds during which other processes used more than --max-others of a core (read
 from /proc on Linux) are dropped and run again, up to four times as many rounds in all.
 
 --json writes one record per setting: {"setting", "backbone", "width", "height", "backbone_scale",
 "sample_pixels", "device", "precision", "threads", "iterations", "rounds_dropped", "load_average",
-"optimize_seconds", "ms": {name: median},
-"fps": {name: fps}, "ratio": {name: ms / eager ms}} with names "eager", "optimized" and, with --onnx,
-"onnx_eager" and "onnx_optimized".
+"optimize_seconds", "original_max_difference" (the largest |difference| of any output between the
+original and our eager model, or null), "ms": {name: median},
+"fps": {name: fps}, "ratio": {name: ms / eager ms}, "ratio_original": {name: ms / original ms} or null}
+with names "eager", "optimized", with --original "original", with --onnx "onnx_eager" and
+"onnx_optimized".
 """
 import argparse
 import copy
+import importlib.util
 import json
 import os
 import statistics
@@ -59,6 +64,34 @@ def build(setting: Dict, device: torch.device, dtype: torch.dtype) -> MattingRef
     model = MattingRefine(setting['backbone'], backbone_scale=setting['backbone_scale'], refine_mode='sampling',
                           refine_sample_pixels=setting['sample_pixels'], refine_prevent_oversampling=False)
     return model.eval().to(device, dtype)
+
+
+def import_original(root: str):
+    """The `model` package of a checkout of the original BGMv2 code (github.com/PeterL1n/
+    BackgroundMattingV2), imported under the name `bgmv2_original` beside ours; it is only run."""
+    folder = os.path.join(root, 'model')
+    if not os.path.isfile(os.path.join(folder, 'model.py')):
+        raise UserError(f"--original {root}: expected a checkout of BackgroundMattingV2 (no model/model.py there)")
+    spec = importlib.util.spec_from_file_location('bgmv2_original', os.path.join(folder, '__init__.py'),
+                                                  submodule_search_locations=[folder])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules['bgmv2_original'] = package
+    spec.loader.exec_module(package)
+    return package
+
+
+def build_original(package, setting: Dict, model: MattingRefine) -> Optional[torch.nn.Module]:
+    """The original's MattingRefine with `model`'s weights (the layouts are the same), or None for a
+    backbone the original does not have."""
+    try:
+        original = package.MattingRefine(setting['backbone'], backbone_scale=setting['backbone_scale'],
+                                         refine_mode='sampling', refine_sample_pixels=setting['sample_pixels'],
+                                         refine_prevent_oversampling=False)
+    except (AssertionError, ValueError, KeyError):
+        return None
+    original.load_state_dict(model.state_dict())
+    parameter = next(model.parameters())
+    return original.eval().to(parameter.device, parameter.dtype)
 
 
 def torch_runner(model: torch.nn.Module, src: torch.Tensor, bgr: torch.Tensor) -> Callable[[], None]:
@@ -132,6 +165,14 @@ def benchmark(name: str, setting: Dict, args: argparse.Namespace, device: torch.
     src, bgr = (torch.rand(1, 3, setting['height'], setting['width'], generator=generator).to(device, dtype)
                 for _ in range(2))
     runners = {'eager': torch_runner(model, src, bgr)}
+    original_difference = None
+    if args.original:
+        original = build_original(import_original(args.original), setting, model)
+        if original is not None:
+            runners['original'] = torch_runner(original, src, bgr)
+            with torch.inference_mode():  # the same work: the same outputs as our eager model
+                original_difference = max(float((a - b).abs().max()) for a, b in zip(model(src, bgr),
+                                                                                      original(src, bgr)))
     start = time.perf_counter()
     fast = optimize(model)
     optimize_seconds = time.perf_counter() - start
@@ -149,17 +190,23 @@ def benchmark(name: str, setting: Dict, args: argparse.Namespace, device: torch.
     return dict(setting=name, **setting, device=str(device), precision=args.precision, threads=args.threads,
                 iterations=args.iterations, rounds_dropped=dropped,
                 load_average=[load_before, os.getloadavg()[0]],
-                optimize_seconds=optimize_seconds,
+                optimize_seconds=optimize_seconds, original_max_difference=original_difference,
                 ms={k: v * 1000 for k, v in seconds.items()}, fps={k: 1 / v for k, v in seconds.items()},
-                ratio={k: v / seconds['eager'] for k, v in seconds.items()})
+                ratio={k: v / seconds['eager'] for k, v in seconds.items()},
+                ratio_original={k: v / seconds['original'] for k, v in seconds.items()} if 'original' in seconds
+                else None)
 
 
 def print_table(records: Sequence[Dict]) -> None:
-    print(f"{'setting':16s} {'model':15s} {'ms':>8s} {'fps':>7s} {'ratio':>6s}")
+    print(f"{'setting':16s} {'model':15s} {'ms':>8s} {'fps':>7s} {'/ eager':>8s} {'/ original':>10s}")
     for record in records:
         for model, ms in record['ms'].items():
+            original = record['ratio_original'][model] if record['ratio_original'] else None
             print(f"{record['setting']:16s} {model:15s} {ms:8.1f} {record['fps'][model]:7.2f} "
-                  f"{record['ratio'][model]:6.3f}")
+                  f"{record['ratio'][model]:8.3f} {'' if original is None else format(original, '10.3f')}")
+        if record['original_max_difference'] is not None:
+            print(f"(the original's outputs differ from our eager model's by at most "
+                  f"{record['original_max_difference']:.2g})")
         print(f"({record['iterations']} rounds, {record['rounds_dropped']} dropped for other load; load average "
               f"{record['load_average'][0]:.2f} -> {record['load_average'][1]:.2f})")
 
@@ -176,6 +223,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument('--max-others', type=float, default=0.1,
                         help='drop (and run again) rounds during which other processes used more than this '
                              'share of one core (Linux; default 0.1)')
+    parser.add_argument('--original', metavar='DIR',
+                        help='a checkout of the original BGMv2 code: its MattingRefine, with the same weights, '
+                             'is timed in the same rounds ("original"; not for MobileNetV3, which it lacks)')
     parser.add_argument('--json', help='write the records to this file')
     return parser
 
