@@ -171,6 +171,22 @@ def test_a_plain_python_start_in_a_two_task_allocation_warns(cluster, job_env, d
     assert find_lines(text, r'warning: .*2 tasks.*one process.*srun'), text
 
 
+def test_torchrun_inside_a_job_warns_and_trains(cluster, job_env, data, tmp_path):
+    """torchrun under srun trains, and says why one srun task per GPU is the way under Slurm."""
+    work = str(tmp_path)
+    script = tmp_path / 'torchrun.sbatch'
+    script.write_text('#!/bin/bash\nsrun python -m torch.distributed.run --standalone --nproc_per_node 1 '
+                      'train_base.py "$@"\n')
+    output = str(tmp_path / 'torchrun.out')
+    job_id = cluster.sbatch(str(script), *training_args(data, work, 'torchrun', '--max-steps', '1'),
+                            options=['--ntasks=1', '--cpus-per-task=1', f'--output={output}'], cwd=ROOT, env=job_env)
+    job = cluster.wait_ended(job_id, timeout=120)
+    text = read_output(output)
+    assert job['JobState'] == 'COMPLETED', text + cluster.job_log(job_id)
+    assert find_lines(text, r'warning: torchrun inside a Slurm job.*SIGUSR1.*srun task per GPU'), text
+    assert final_checksums(text).keys() == {'0'}, text
+
+
 def test_a_failed_job_is_not_requeued(cluster, job_env, tmp_path):
     work = str(tmp_path)
     job_id, output = submit_training(cluster, job_env, work, 'failed', data=str(tmp_path / 'no-data'))
