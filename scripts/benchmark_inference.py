@@ -6,7 +6,8 @@
     python -m scripts.benchmark_inference --onnx --original ~/src/BackgroundMattingV2
 
 Settings (batch 1, sampling mode without oversampling prevention, so that every frame refines exactly
-sample_pixels / 16 patches whatever the weights predict; random weights and inputs, seeded):
+sample_pixels / 16 patches whatever the weights predict; random weights and inputs, seeded, or with
+--bundled the demonstration model and the bundled 1920x1080 capture):
 
     mobilenetv2-hd   1920x1080, backbone_scale 0.25, 80,000 pixels
     mobilenetv2-4k   3840x2160, backbone_scale 0.125, 320,000 pixels
@@ -24,7 +25,7 @@ On a shared machine, rounds during which other processes used more than --max-ot
 from /proc on Linux) are dropped and run again, up to four times as many rounds in all.
 
 --json writes one record per setting: {"setting", "backbone", "width", "height", "backbone_scale",
-"sample_pixels", "device", "precision", "threads", "iterations", "rounds_dropped", "load_average",
+"sample_pixels", "inputs" ("random" or "bundled"), "device", "precision", "threads", "iterations", "rounds_dropped", "load_average",
 "optimize_seconds", "original_max_difference" (the largest |difference| of any output between the
 original and our eager model, or null), "ms": {name: median},
 "fps": {name: fps}, "ratio": {name: ms / eager ms}, "ratio_original": {name: ms / original ms} or null}
@@ -48,7 +49,11 @@ import torch
 
 from common.devices import PRECISIONS, check_device_name, inference_dtype, resolve_device
 from common.errors import UserError
-from model import MattingRefine, optimize
+from common.images import read_rgb
+from inference.model import DEMO_CHECKPOINT, REPOSITORY
+from model import MattingRefine, load_checkpoint, optimize
+
+SAMPLES = os.path.join(REPOSITORY, 'samples')
 
 SETTINGS = {
     'mobilenetv2-hd': dict(backbone='mobilenetv2', width=1920, height=1080, backbone_scale=0.25, sample_pixels=80_000),
@@ -64,6 +69,17 @@ def build(setting: Dict, device: torch.device, dtype: torch.dtype) -> MattingRef
     model = MattingRefine(setting['backbone'], backbone_scale=setting['backbone_scale'], refine_mode='sampling',
                           refine_sample_pixels=setting['sample_pixels'], refine_prevent_oversampling=False)
     return model.eval().to(device, dtype)
+
+
+def bundled_image(folder: str, setting: Dict) -> torch.Tensor:
+    """The bundled 1920x1080 capture (`samples/src`) or its plate (`samples/bgr`), resized (bilinear)
+    to the setting's size: (1, 3, H, W) float32, 0 ~ 1."""
+    image = read_rgb(os.path.join(SAMPLES, folder, 'capture_1920x1080.jpg'))
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    if x.shape[2:] != (setting['height'], setting['width']):
+        x = torch.nn.functional.interpolate(x, (setting['height'], setting['width']), mode='bilinear',
+                                            align_corners=False).clamp_(0, 1)
+    return x
 
 
 def import_original(root: str):
@@ -161,9 +177,14 @@ def measure(runners: Dict[str, Callable[[], None]], warmup: int, iterations: int
 def benchmark(name: str, setting: Dict, args: argparse.Namespace, device: torch.device,
               dtype: torch.dtype) -> Dict:
     model = build(setting, device, dtype)
-    generator = torch.Generator().manual_seed(0)
-    src, bgr = (torch.rand(1, 3, setting['height'], setting['width'], generator=generator).to(device, dtype)
-                for _ in range(2))
+    if args.bundled:
+        load_checkpoint(model, DEMO_CHECKPOINT)
+        model.to(device, dtype)
+        src, bgr = (bundled_image(folder, setting).to(device, dtype) for folder in ('src', 'bgr'))
+    else:
+        generator = torch.Generator().manual_seed(0)
+        src, bgr = (torch.rand(1, 3, setting['height'], setting['width'], generator=generator).to(device, dtype)
+                    for _ in range(2))
     runners = {'eager': torch_runner(model, src, bgr)}
     original_difference = None
     if args.original:
@@ -187,7 +208,7 @@ def benchmark(name: str, setting: Dict, args: argparse.Namespace, device: torch.
                 runners['onnx_optimized'] = onnx_runner(fast, src, bgr, workdir, 'optimized', args.threads)
         load_before = os.getloadavg()[0]
         seconds, dropped = measure(runners, args.warmup, args.iterations, args.max_others)
-    return dict(setting=name, **setting, device=str(device), precision=args.precision, threads=args.threads,
+    return dict(setting=name, **setting, inputs='bundled' if args.bundled else 'random', device=str(device), precision=args.precision, threads=args.threads,
                 iterations=args.iterations, rounds_dropped=dropped,
                 load_average=[load_before, os.getloadavg()[0]],
                 optimize_seconds=optimize_seconds, original_max_difference=original_difference,
@@ -223,6 +244,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument('--max-others', type=float, default=0.1,
                         help='drop (and run again) rounds during which other processes used more than this '
                              'share of one core (Linux; default 0.1)')
+    parser.add_argument('--bundled', action='store_true',
+                        help='the bundled demonstration weights (MobileNetV2 settings only) and the bundled '
+                             '1920x1080 capture and plate (resized to the setting), instead of random ones: the '
+                             'selected patches then follow the subject\'s edges, as in real use')
     parser.add_argument('--original', metavar='DIR',
                         help='a checkout of the original BGMv2 code: its MattingRefine, with the same weights, '
                              'is timed in the same rounds ("original"; not for MobileNetV3, which it lacks)')
@@ -244,6 +269,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         parser.error(f"--precision {args.precision} does not run on {device}")
     if args.onnx and dtype != torch.float32:
         parser.error('--onnx measures fp32 only')
+    if args.bundled and any(SETTINGS[name]['backbone'] != 'mobilenetv2' for name in args.settings):
+        parser.error('--bundled: the bundled model has a MobileNetV2 backbone; choose --settings mobilenetv2-hd '
+                     'mobilenetv2-4k')
     torch.set_num_threads(args.threads)
     records = []
     for name in args.settings:

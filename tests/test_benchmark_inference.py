@@ -52,3 +52,17 @@ def test_the_command_prints_the_table_and_writes_json(tmp_path, capsys, monkeypa
     assert 'small' in printed and 'optimized' in printed
     record, = json.loads(out.read_text())
     assert record['setting'] == 'small' and record['ratio_original'] is None and record['ms']['optimized'] > 0
+
+
+def test_bundled_inputs_refine_the_subjects_edges(tmp_path):
+    """--bundled: the demonstration model on the bundled capture (resized), the work still fixed."""
+    record = benchmark_inference.benchmark('small', SMALL, arguments(bundled=True), torch.device('cpu'), torch.float32)
+    assert record['inputs'] == 'bundled' and set(record['ms']) == {'eager', 'optimized'}
+    src = benchmark_inference.bundled_image('src', SMALL)
+    assert src.shape == (1, 3, 144, 256) and 0 <= float(src.min()) and float(src.max()) <= 1
+    assert float((src - benchmark_inference.bundled_image('bgr', SMALL)).abs().mean()) > 0.01  # a subject
+
+
+def test_bundled_weights_are_for_mobilenetv2_only():
+    with pytest.raises(SystemExit):
+        benchmark_inference.main(['--bundled', '--settings', 'resnet50-hd'])
