@@ -39,6 +39,7 @@ and renamed, so no output is ever half-written.
 import argparse
 import os
 
+from common.memory import retain_freed_memory
 from inference.cli import exit_on_user_error
 from inference.images import run
 from inference.matting import OUTPUT_TYPES
@@ -117,4 +118,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
+    retain_freed_memory()  # the same large tensors every frame: no fresh pages for each
     main()

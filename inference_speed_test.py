@@ -26,6 +26,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from common.memory import retain_freed_memory
 from inference.model import add_model_arguments
 from inference.speed import BACKENDS, run
 
@@ -77,4 +78,5 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 
 if __name__ == '__main__':
+    retain_freed_memory()  # the same large tensors every frame: no fresh pages for each
     main(sys.argv[1:])

@@ -43,6 +43,7 @@ complete, so a replaced frame folder keeps no frame of an earlier run.
 import argparse
 import os
 
+from common.memory import retain_freed_memory
 from inference.cli import exit_on_user_error, parse_bit_rate, parse_frame_rate
 from inference.matting import DEFAULT_COMPOSITE_COLOUR, OUTPUT_TYPES
 from inference.model import add_model_arguments, default_to_demo_checkpoint
@@ -128,4 +129,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
+    retain_freed_memory()  # the same large tensors every frame: no fresh pages for each
     main()

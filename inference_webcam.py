@@ -26,6 +26,7 @@ a virtual camera for video calls (needs the optional `pyvirtualcam` package).
 import argparse
 import os
 
+from common.memory import retain_freed_memory
 from inference.cli import exit_on_user_error
 from inference.model import add_model_arguments
 from inference.webcam import run
@@ -65,4 +66,5 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
+    retain_freed_memory()  # the same large tensors every frame: no fresh pages for each
     main()

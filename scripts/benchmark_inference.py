@@ -4,6 +4,7 @@
     python -m scripts.benchmark_inference --device cuda --precision fp16
     python -m scripts.benchmark_inference --settings mobilenetv2-hd --onnx --json results.json
     python -m scripts.benchmark_inference --onnx --original ~/src/BackgroundMattingV2
+    python -m scripts.benchmark_inference --retain-memory --original ~/src/BackgroundMattingV2
 
 Settings (batch 1, sampling mode without oversampling prevention, so that every frame refines exactly
 sample_pixels / 16 patches whatever the weights predict; random weights and inputs, seeded, or with
@@ -25,7 +26,7 @@ On a shared machine, rounds during which other processes used more than --max-ot
 from /proc on Linux) are dropped and run again, up to four times as many rounds in all.
 
 --json writes one record per setting: {"setting", "backbone", "width", "height", "backbone_scale",
-"sample_pixels", "inputs" ("random" or "bundled"), "device", "precision", "threads", "iterations", "rounds_dropped", "load_average",
+"sample_pixels", "inputs" ("random" or "bundled"), "memory" ("default" or "retained"), "device", "precision", "threads", "iterations", "rounds_dropped", "load_average",
 "optimize_seconds", "original_max_difference" (the largest |difference| of any output between the
 original and our eager model, or null), "ms": {name: median},
 "fps": {name: fps}, "ratio": {name: ms / eager ms}, "ratio_original": {name: ms / original ms} or null}
@@ -50,6 +51,7 @@ import torch
 from common.devices import PRECISIONS, check_device_name, inference_dtype, resolve_device
 from common.errors import UserError
 from common.images import read_rgb
+from common.memory import retain_freed_memory
 from inference.model import DEMO_CHECKPOINT, REPOSITORY
 from model import MattingRefine, load_checkpoint, optimize
 
@@ -208,7 +210,8 @@ def benchmark(name: str, setting: Dict, args: argparse.Namespace, device: torch.
                 runners['onnx_optimized'] = onnx_runner(fast, src, bgr, workdir, 'optimized', args.threads)
         load_before = os.getloadavg()[0]
         seconds, dropped = measure(runners, args.warmup, args.iterations, args.max_others)
-    return dict(setting=name, **setting, inputs='bundled' if args.bundled else 'random', device=str(device), precision=args.precision, threads=args.threads,
+    return dict(setting=name, **setting, inputs='bundled' if args.bundled else 'random',
+                memory='retained' if args.retain_memory else 'default', device=str(device), precision=args.precision, threads=args.threads,
                 iterations=args.iterations, rounds_dropped=dropped,
                 load_average=[load_before, os.getloadavg()[0]],
                 optimize_seconds=optimize_seconds, original_max_difference=original_difference,
@@ -251,6 +254,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument('--original', metavar='DIR',
                         help='a checkout of the original BGMv2 code: its MattingRefine, with the same weights, '
                              'is timed in the same rounds ("original"; not for MobileNetV3, which it lacks)')
+    parser.add_argument('--retain-memory', action='store_true',
+                        help='keep freed memory in the process (common.memory, as the inference commands do): '
+                             'no page faults for fresh pages every frame, for every model timed')
     parser.add_argument('--json', help='write the records to this file')
     return parser
 
@@ -272,6 +278,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.bundled and any(SETTINGS[name]['backbone'] != 'mobilenetv2' for name in args.settings):
         parser.error('--bundled: the bundled model has a MobileNetV2 backbone; choose --settings mobilenetv2-hd '
                      'mobilenetv2-4k')
+    retained = retain_freed_memory() if args.retain_memory else False
+    if args.retain_memory and not retained:
+        print('warning: --retain-memory: not available here (glibc on Linux only); the default allocator runs')
     torch.set_num_threads(args.threads)
     records = []
     for name in args.settings:
