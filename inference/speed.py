@@ -93,16 +93,21 @@ def torch_runner(args: argparse.Namespace, src: torch.Tensor, bgr: torch.Tensor,
         description.update(refine_settings(model))
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     src, bgr = (x.to(device, dtype, memory_format=memory_format) for x in (src, bgr))
+    return module_runner(model, src, bgr, description)
 
+
+def module_runner(model, src: torch.Tensor, bgr: torch.Tensor, description: Dict,
+                  convert: Callable = lambda outputs: [x.float().cpu().numpy() for x in outputs]) -> Runner:
+    """A call of a PyTorch or TorchScript module on src and bgr (on its device), synchronised on CUDA."""
     def run():
         with torch.no_grad():
             return model(src, bgr)
 
     def synchronize():
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
+        if src.device.type == 'cuda':
+            torch.cuda.synchronize(src.device)
 
-    return Runner(run, synchronize, lambda outputs: [x.float().cpu().numpy() for x in outputs], description)
+    return Runner(run, synchronize, convert, description)
 
 
 def onnx_runner(args: argparse.Namespace, src: torch.Tensor, bgr: torch.Tensor, fixed_work: bool,

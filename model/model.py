@@ -174,17 +174,8 @@ class MattingRefine(MattingBase):
 
     def forward(self, src: torch.Tensor, bgr: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                                     torch.Tensor, torch.Tensor, torch.Tensor]:
-        check_inputs(src, bgr)
         H, W = src.shape[2], src.shape[3]
-        # The backbone must see at least one pixel at its output stride of 16.
-        min_side = int(16 / self.backbone_scale + 0.5)
-        if H < min_side or W < min_side:
-            raise ValueError('src is ' + str(H) + 'x' + str(W) + ' (HxW); with backbone_scale '
-                             + str(self.backbone_scale) + ' both sides must be at least ' + str(min_side))
-        pad_h, pad_w = (4 - H % 4) % 4, (4 - W % 4) % 4
-        if pad_h > 0 or pad_w > 0:
-            src = F.pad(src, (0, pad_w, 0, pad_h), mode='replicate')
-            bgr = F.pad(bgr, (0, pad_w, 0, pad_h), mode='replicate')
+        src, bgr = check_and_pad_inputs(src, bgr, self.backbone_scale)
 
         src_sm = F.interpolate(src, scale_factor=self.backbone_scale, mode='bilinear',
                                align_corners=False, recompute_scale_factor=True)
@@ -203,10 +194,29 @@ class MattingRefine(MattingBase):
         pha = pha.clamp(0., 1.)
         fgr = fgr.add(src).clamp(0., 1.)
         fgr_sm = src_sm.add(fgr_sm).clamp(0., 1.)
-        if pad_h > 0 or pad_w > 0:
+        if src.shape[2] != H or src.shape[3] != W:
             pha = pha[:, :, :H, :W]
             fgr = fgr[:, :, :H, :W]
         return pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm
+
+
+def check_and_pad_inputs(src: torch.Tensor, bgr: torch.Tensor, backbone_scale: float
+                         ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """MattingRefine's inputs checked (`check_inputs`, and large enough for `backbone_scale`) and padded
+    by replication to sides that are multiples of 4, the refiner's patch size (the outputs are cropped
+    back to H x W)."""
+    check_inputs(src, bgr)
+    H, W = src.shape[2], src.shape[3]
+    # The backbone must see at least one pixel at its output stride of 16.
+    min_side = int(16 / backbone_scale + 0.5)
+    if H < min_side or W < min_side:
+        raise ValueError('src is ' + str(H) + 'x' + str(W) + ' (HxW); with backbone_scale '
+                         + str(backbone_scale) + ' both sides must be at least ' + str(min_side))
+    pad_h, pad_w = (4 - H % 4) % 4, (4 - W % 4) % 4
+    if pad_h > 0 or pad_w > 0:
+        src = F.pad(src, (0, pad_w, 0, pad_h), mode='replicate')
+        bgr = F.pad(bgr, (0, pad_w, 0, pad_h), mode='replicate')
+    return src, bgr
 
 
 def check_inputs(src: torch.Tensor, bgr: torch.Tensor) -> None:

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from .decoder import Decoder
 from .fast_refiner import FastRefiner
 from .fusion import FusedConv2d, fold_batchnorms, fuse_convolutions
-from .model import MattingBase, MattingRefine, check_inputs
+from .model import MattingBase, MattingRefine, check_and_pad_inputs, check_inputs
 from .resampling import bilinear, bilinear_rows, whole_factor
 
 __all__ = ['optimize', 'OptimizedMattingBase', 'OptimizedMattingRefine']
@@ -223,16 +223,8 @@ class OptimizedMattingRefine(nn.Module):
 
     def forward(self, src: torch.Tensor, bgr: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                                     torch.Tensor, torch.Tensor, torch.Tensor]:
-        check_inputs(src, bgr)
         H, W = src.shape[2], src.shape[3]
-        min_side = int(16 / self.backbone_scale + 0.5)
-        if H < min_side or W < min_side:
-            raise ValueError('src is ' + str(H) + 'x' + str(W) + ' (HxW); with backbone_scale '
-                             + str(self.backbone_scale) + ' both sides must be at least ' + str(min_side))
-        pad_h, pad_w = (4 - H % 4) % 4, (4 - W % 4) % 4
-        if pad_h > 0 or pad_w > 0:
-            src = F.pad(src, (0, pad_w, 0, pad_h), mode='replicate')
-            bgr = F.pad(bgr, (0, pad_w, 0, pad_h), mode='replicate')
+        src, bgr = check_and_pad_inputs(src, bgr, self.backbone_scale)
 
         src_sm = bilinear(src, scale_factor=self.backbone_scale)
         bgr_sm = bilinear(bgr, scale_factor=self.backbone_scale)
@@ -242,7 +234,7 @@ class OptimizedMattingRefine(nn.Module):
         pha_sm, err_sm = x[:, PHA].contiguous(), x[:, ERR].contiguous()
         pha, fgr, ref_sm = self.refiner(src, bgr, x[:, FEATURES], err_sm)
         fgr_sm = src_sm.add(x[:, FGR]).clamp_(0., 1.)
-        if pad_h > 0 or pad_w > 0:
+        if src.shape[2] != H or src.shape[3] != W:
             pha = pha[:, :, :H, :W]
             fgr = fgr[:, :, :H, :W]
         return pha, fgr, pha_sm, fgr_sm, err_sm, ref_sm

@@ -197,7 +197,7 @@ def load_optimize():
 def measure_speed(result: PartResult, settings: Dict, device, deadline: float) -> None:
     import numpy as np
     import torch
-    from inference.speed import measure
+    from inference.speed import measure, module_runner
     from model import MattingRefine
 
     config = settings['speed']
@@ -244,8 +244,8 @@ def measure_speed(result: PartResult, settings: Dict, device, deadline: float) -
                                 row[path] = f'failed: {type(error).__name__}: {error}'
                                 continue
                         try:
-                            seconds, outputs = measure(speed_runner(module, src, bgr, device), config['warmup'],
-                                                       config['iterations'])
+                            runner = module_runner(module, src, bgr, {}, convert=lambda outputs: outputs)
+                            seconds, outputs = measure(runner, config['warmup'], config['iterations'])
                         except Exception as error:  # out of memory, say: recorded, the other rows go on
                             row[path] = f'failed: {type(error).__name__}: {str(error)[:300]}'
                             continue
@@ -254,28 +254,13 @@ def measure_speed(result: PartResult, settings: Dict, device, deadline: float) -
                                          p90_ms=round(float(np.percentile(seconds, 90)) * 1000, 3),
                                          fps=round(batch * 1000 / median, 2))
                         row['refined_patches'] = int(outputs[5].float().sum())
-                        del module, outputs
+                        del module, outputs, runner
                     result.row(**row)
                     print(f"speed {backbone} {resolution} {precision} batch {batch}: eager {row.get('eager')}, "
                           f"optimized {row.get('optimized')}", flush=True)
                     del src, bgr
                     if device.type == 'cuda':
                         torch.cuda.empty_cache()
-
-
-def speed_runner(model, src, bgr, device):
-    import torch
-    from inference.speed import Runner
-
-    def run():
-        with torch.inference_mode():
-            return model(src, bgr)
-
-    def synchronize():
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-
-    return Runner(run, synchronize, lambda outputs: outputs, {})
 
 
 # --------------------------------------------------------------------------- part: video
