@@ -605,4 +605,6 @@ def failed(report: Dict) -> bool:
 
 
 if __name__ == '__main__':
+    from common.memory import retain_freed_memory
+    retain_freed_memory()  # as the inference commands do (the video part runs convert_video here)
     sys.exit(main())
