@@ -52,7 +52,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bo
                                 'often faster, e.g. on CPU; the optimized model always is')
         group.add_argument('--eager', action='store_true',
                            help='run the model as written (the reference) instead of its optimized form '
-                                '(model.optimize: the same mattes, several times faster)')
+                                '(model.optimize: the same mattes, faster; README, Speed)')
 
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
