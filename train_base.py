@@ -12,6 +12,7 @@ visible GPU is spawned); Slurm: see scripts/slurm/. A quick CPU smoke run on syn
         --background-dataset synthetic --model-backbone mobilenetv2 --model-name smoke --device cpu \
         --batch-size 2 --num-workers 0 --sample-size 128 --crop-min 64 --crop-max 96 --max-steps 20
 """
+from common.memory import retain_freed_memory
 from dataset import BatchAugment
 from model import MattingBase
 from training.engine import Stage, run
@@ -67,4 +68,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+    retain_freed_memory()  # the same large tensors every step: no fresh pages for each
     main()

@@ -14,6 +14,7 @@ A quick CPU smoke run on synthetic data (see train_base.py for making it):
         --num-workers 0 --sample-size 160 --crop-min 128 --crop-max 160 --max-steps 20 \
         --model-backbone-scale 0.5 --model-refine-sample-pixels 4000
 """
+from common.memory import retain_freed_memory
 from dataset import BatchAugment
 from model import MattingRefine
 from model.refiner import REFINE_MODES
@@ -88,4 +89,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
+    retain_freed_memory()  # the same large tensors every step: no fresh pages for each
     main()

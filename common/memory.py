@@ -7,9 +7,13 @@ the kernel answers by zeroing a page. Measured on 2 cores at 1920x1080 (MobileNe
 faults a frame for the optimized model, 110,000 for the eager one, and with the memory kept the frame
 time went from about 97 to 85 ms and from about 280 to 165 ms (README, "Speed").
 
+Training on the CPU pays the same: 12 steps of `train_base.py` (MobileNetV2, batch 8, 256 px crops)
+took 25 s with 7.1 million faults, and 16.5 s with 0.55 million with the memory kept.
+
 `retain_freed_memory()` sets glibc's allocator to keep what it frees (as jemalloc and tcmalloc do by
 default): the process then stays at its peak memory instead of shrinking between frames. The inference
-commands call it at start; `BGM_RETAIN_MEMORY=0` in the environment turns it off.
+and training commands call it at start (and the processes a plain multi-GPU start spawns);
+`BGM_RETAIN_MEMORY=0` in the environment turns it off.
 """
 import ctypes
 import os

@@ -53,8 +53,8 @@ def test_the_environment_turns_it_off():
 
 
 @pytest.mark.parametrize('script', ['inference_images.py', 'inference_video.py', 'inference_webcam.py',
-                                    'inference_speed_test.py'])
-def test_the_inference_commands_keep_freed_memory(script):
+                                    'inference_speed_test.py', 'train_base.py', 'train_refine.py'])
+def test_the_commands_keep_freed_memory(script):
     """Started from the command line (not when their main() is called from Python, as by the tests)."""
     tree = ast.parse(open(os.path.join(ROOT, script)).read())
     main_block = [node for node in tree.body if isinstance(node, ast.If) and '__main__' in ast.unparse(node.test)]

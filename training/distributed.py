@@ -22,6 +22,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from common.errors import UserError
+from common.memory import retain_freed_memory
 
 
 USER_ERROR_EXIT = 1  # what a spawned process that met a UserError exits with
@@ -136,6 +137,7 @@ def launch(main: Callable, args, device: torch.device, nproc: Optional[int], pro
 
 def _spawned(local_rank: int, main, args, device: torch.device, nproc: int, port: int, prog: str) -> None:
     env = dict(rank=local_rank, world_size=nproc, local_rank=local_rank, master_addr='127.0.0.1', master_port=str(port))
+    retain_freed_memory()  # as the command that spawned it (a fresh interpreter does not inherit the setting)
     try:
         main(args, setup(env, device))
     except UserError as error:
