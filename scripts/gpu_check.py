@@ -7,7 +7,7 @@ Parts, run one after another, each in its own process under a time limit; a part
 stopped and keeps what it measured so far, and a part with too little time left is skipped with a note:
     tests       pytest -m "cuda and not slow": the CUDA tests (tests/test_cuda.py, tests/test_precision.py)
     speed       latency of MattingRefine with MobileNetV2, MobileNetV3 and ResNet-50 at HD and 4K, fp32 and
-                fp16, batch 1 and 4, eager and `model.optimize` (where that exists): median of timed calls
+                fp16, batch 1 and 4, eager and `model.optimize`: median of timed calls
                 after warm-up calls, each synchronised, random weights, every sampled patch refined
     video       convert_video on a 1920x1080 clip with the demonstration weights: model-only and
                 end-to-end frames per second
@@ -184,26 +184,13 @@ def read_junit(path: str) -> Dict:
 
 # --------------------------------------------------------------------------- part: speed
 
-def load_optimize():
-    """`model.optimize` (fast = optimize(model): same inputs and outputs, on the model's device and
-    dtype) where this checkout has it; None and the reason otherwise."""
-    try:
-        from model import optimize
-    except ImportError as error:
-        return None, f'model.optimize is not available here ({error}): the optimized column is n/a'
-    return optimize, None
-
-
 def measure_speed(result: PartResult, settings: Dict, device, deadline: float) -> None:
     import numpy as np
     import torch
     from inference.speed import measure, module_runner
-    from model import MattingRefine
+    from model import MattingRefine, optimize
 
     config = settings['speed']
-    optimize, missing = load_optimize()
-    if missing:
-        result.note(missing)
     result.set(settings={k: v for k, v in config.items()}, cudnn_benchmark=torch.backends.cudnn.benchmark,
                cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
                method='random weights and inputs, sampling mode without oversampling prevention (every '
@@ -232,9 +219,6 @@ def measure_speed(result: PartResult, settings: Dict, device, deadline: float) -
                     for path in ('eager', 'optimized'):
                         module = model
                         if path == 'optimized':
-                            if optimize is None:
-                                row[path] = 'n/a'
-                                continue
                             if time_left(deadline) < config['optimize_reserve']:  # optimize and warm up
                                 row[path] = 'skipped: time limit of the part'
                                 continue
