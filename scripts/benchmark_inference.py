@@ -43,13 +43,13 @@ import sys
 import tempfile
 import time
 import warnings
-from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from common.devices import PRECISIONS, check_device_name, inference_dtype, resolve_device
 from common.errors import UserError
+from common.files import check_output_file, write_bytes
 from common.images import read_rgb
 from common.memory import retain_freed_memory
 from inference.model import DEMO_CHECKPOINT, REPOSITORY
@@ -176,8 +176,10 @@ def measure(runners: Dict[str, Callable[[], None]], warmup: int, iterations: int
     return {name: statistics.median(r[name] for r in rounds) for name in runners}, dropped
 
 
-def benchmark(name: str, setting: Dict, args: argparse.Namespace, device: torch.device,
-              dtype: torch.dtype) -> Dict:
+def benchmark(name: str, setting: Dict, args: argparse.Namespace, device: torch.device, dtype: torch.dtype,
+              original_package=None) -> Dict:
+    """One setting's record (see the module's docstring); `original_package` (`import_original`) adds
+    the original's MattingRefine to the rounds."""
     model = build(setting, device, dtype)
     if args.bundled:
         load_checkpoint(model, DEMO_CHECKPOINT)
@@ -189,8 +191,8 @@ def benchmark(name: str, setting: Dict, args: argparse.Namespace, device: torch.
                     for _ in range(2))
     runners = {'eager': torch_runner(model, src, bgr)}
     original_difference = None
-    if args.original:
-        original = build_original(import_original(args.original), setting, model)
+    if original_package is not None:
+        original = build_original(original_package, setting, model)
         if original is not None:
             runners['original'] = torch_runner(original, src, bgr)
             with torch.inference_mode():  # the same work: the same outputs as our eager model
@@ -278,16 +280,22 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.bundled and any(SETTINGS[name]['backbone'] != 'mobilenetv2' for name in args.settings):
         parser.error('--bundled: the bundled model has a MobileNetV2 backbone; choose --settings mobilenetv2-hd '
                      'mobilenetv2-4k')
+    try:
+        if args.json:
+            check_output_file(args.json, '--json')
+        original_package = import_original(args.original) if args.original else None
+    except UserError as error:
+        parser.error(str(error))
     retained = retain_freed_memory() if args.retain_memory else False
     if args.retain_memory and not retained:
         print('warning: --retain-memory: not available here (glibc on Linux only); the default allocator runs')
     torch.set_num_threads(args.threads)
     records = []
     for name in args.settings:
-        records.append(benchmark(name, SETTINGS[name], args, device, dtype))
+        records.append(benchmark(name, SETTINGS[name], args, device, dtype, original_package))
         print_table(records[-1:])
     if args.json:
-        Path(args.json).write_text(json.dumps(records, indent=1))
+        write_bytes(args.json, json.dumps(records, indent=1).encode())
 
 
 if __name__ == '__main__':

@@ -27,8 +27,8 @@ def test_a_folder_that_is_not_a_checkout_is_refused(tmp_path):
 
 def test_the_original_runs_in_the_same_rounds_with_the_same_weights(tmp_path):
     shutil.copytree(f'{ROOT}/model', tmp_path / 'model', ignore=shutil.ignore_patterns('__pycache__'))
-    record = benchmark_inference.benchmark('small', SMALL, arguments(original=str(tmp_path)), torch.device('cpu'),
-                                           torch.float32)
+    package = benchmark_inference.import_original(str(tmp_path))
+    record = benchmark_inference.benchmark('small', SMALL, arguments(), torch.device('cpu'), torch.float32, package)
     assert set(record['ms']) == {'eager', 'original', 'optimized'}
     assert record['original_max_difference'] == 0
     assert record['ratio_original']['original'] == 1 and record['ratio']['eager'] == 1
@@ -66,3 +66,11 @@ def test_bundled_inputs_refine_the_subjects_edges(tmp_path):
 def test_bundled_weights_are_for_mobilenetv2_only():
     with pytest.raises(SystemExit):
         benchmark_inference.main(['--bundled', '--settings', 'resnet50-hd'])
+
+
+def test_a_bad_original_or_json_path_stops_before_any_work(tmp_path, capsys):
+    for option in (['--original', str(tmp_path)], ['--json', str(tmp_path)]):
+        with pytest.raises(SystemExit) as stop:
+            benchmark_inference.main(['--settings', 'mobilenetv2-hd', *option])
+        assert stop.value.code == 2
+        assert option[0] in capsys.readouterr().err
