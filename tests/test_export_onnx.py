@@ -40,6 +40,16 @@ def inputs(batch, height, width, seed=0):
             torch.rand(batch, 3, height, width, generator=generator))
 
 
+def set_initializer_value(path, name, index, value):
+    """Sets element `index` of the initializer (weight) `name` of the ONNX file at `path`, in place."""
+    proto = onnx.load(path)
+    tensor = next(t for t in proto.graph.initializer if t.name == name)
+    values = numpy_helper.to_array(tensor).copy()
+    values[index] = value
+    tensor.CopyFrom(numpy_helper.from_array(values, tensor.name))
+    onnx.save(proto, path)
+
+
 def max_differences(outputs, expected):
     assert len(outputs) == len(expected)
     differences = []
@@ -112,12 +122,7 @@ def test_refinement_is_exported_even_if_the_example_input_selects_nothing(checkp
     path = export(str(tmp_path / 'no_error.pth'), tmp_path / 'refine.onnx', '--model-refine-mode', 'thresholding',
                   '--model-refine-threshold', '0.4', '--eager')  # (the optimized graph: tests/test_optimize.py)
     # Give the file back the positive error bias: it must now refine like the eager model.
-    proto = onnx.load(path)
-    bias = next(t for t in proto.graph.initializer if t.name == 'decoder.conv4.bias')
-    values = numpy_helper.to_array(bias).copy()
-    values[4] = 0.5
-    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
-    onnx.save(proto, path)
+    set_initializer_value(path, 'decoder.conv4.bias', 4, 0.5)
     src, bgr = inputs(1, 128, 160)
     with torch.no_grad():
         expected = eager(checkpoint, refine_mode='thresholding', refine_threshold=0.4)(src, bgr)

@@ -6,11 +6,9 @@ import importlib
 import json
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import numpy_helper
 
 import export_onnx
 import inference_speed_test
@@ -18,6 +16,7 @@ from inference_utils import add_model_arguments, load_model
 from model import MattingBase, MattingRefine, optimize
 from model.fusion import FusedConv2d
 from model.resampling import bilinear_rows
+from test_export_onnx import set_initializer_value
 
 fast_refiner = importlib.import_module('model.fast_refiner')
 
@@ -267,12 +266,7 @@ def test_onnx_export_of_the_optimized_graph(busy_checkpoint, tmp_path):
                       '--model-refine-threshold', '0.4'])
     assert export_onnx.read_metadata(path)['optimized'] is True
     # Give the file back the positive error bias (channel 36 of the reordered decoder output).
-    proto = onnx.load(path)
-    bias = next(t for t in proto.graph.initializer if t.name == 'network.decoder.upsampled.3.conv.bias')
-    values = numpy_helper.to_array(bias).copy()
-    values[36] = 0.5
-    bias.CopyFrom(numpy_helper.from_array(values, bias.name))
-    onnx.save(proto, path)
+    set_initializer_value(path, 'network.decoder.upsampled.3.conv.bias', 36, 0.5)
     torch.manual_seed(0)
     model = MattingRefine('mobilenetv2', refine_mode='thresholding', refine_threshold=0.4).eval()
     model.load_state_dict(torch.load(busy_checkpoint, weights_only=True))
