@@ -182,8 +182,7 @@ def benchmark(name: str, setting: Dict, args: argparse.Namespace, device: torch.
     the original's MattingRefine to the rounds."""
     model = build(setting, device, dtype)
     if args.bundled:
-        load_checkpoint(model, DEMO_CHECKPOINT)
-        model.to(device, dtype)
+        load_checkpoint(model, DEMO_CHECKPOINT)  # copied into the weights: their device and dtype stay
         src, bgr = (bundled_image(folder, setting).to(device, dtype) for folder in ('src', 'bgr'))
     else:
         generator = torch.Generator().manual_seed(0)
