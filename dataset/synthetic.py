@@ -23,13 +23,14 @@ import argparse
 import functools
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Optional, Tuple
 
 import cv2
 import numpy as np
+
+from common.files import atomic_write
 
 _TRAIN, _CAPTURE = 0, 1   # random streams of one sample index
 CAPTURE_MARGIN = 4        # the plate's camera shift is at most this many pixels per axis
@@ -282,9 +283,8 @@ def write_png(path: Path, img: np.ndarray):
     ok, data = cv2.imencode('.png', img, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise OSError(f'could not encode {path}')
-    temporary = path.with_name(f'.{path.name}.tmp')   # hidden: loaders skip it if we are interrupted
-    temporary.write_bytes(data.tobytes())
-    os.replace(temporary, path)
+    # Under a hidden temporary name (loaders skip it), renamed when complete.
+    atomic_write(str(path), lambda temporary: Path(temporary).write_bytes(data.tobytes()))
 
 
 def generate(out, count: int, size: Tuple[int, int] = (320, 192), seed: int = 0,

@@ -4,7 +4,6 @@ holds and why the tracer exports it.
 """
 import argparse
 import json
-import os
 import sys
 import warnings
 from typing import Dict, Optional, Sequence, Tuple
@@ -18,7 +17,7 @@ from torch.nn import functional as F
 
 from common.devices import PRECISIONS
 from common.errors import UserError, exit_with_error
-from common.files import check_output_file
+from common.files import atomic_write, check_output_file
 from inference.model import load_model
 from model import optimize
 from model.model import refine_settings
@@ -132,18 +131,16 @@ def export(model: nn.Module, path: str, opset: int = DEFAULT_OPSET, batch_size: 
         dynamic_axes.update({name: {0: 'batch', 2: OUTPUT_SIZES[name][0], 3: OUTPUT_SIZES[name][1]}
                              for name in output_names})
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    try:
+    def write(temporary: str) -> None:
         with warnings.catch_warnings():
             # Expected: shape branches frozen by the trace (see trace_size) and the legacy exporter notice.
             warnings.simplefilter('ignore', torch.jit.TracerWarning)
             warnings.simplefilter('ignore', DeprecationWarning)
             warnings.filterwarnings('ignore', message='Constant folding - Only steps=1')
-            torch.onnx.export(model.eval(), (src, bgr), tmp, dynamo=False, opset_version=opset,
+            torch.onnx.export(model.eval(), (src, bgr), temporary, dynamo=False, opset_version=opset,
                               input_names=INPUT_NAMES, output_names=output_names, dynamic_axes=dynamic_axes,
                               do_constant_folding=True)
-        proto = onnx.load(tmp)
+        proto = onnx.load(temporary)
         if fixed_shape:
             with torch.no_grad():
                 declare_output_shapes(proto, [output.shape for output in model(src, bgr)])
@@ -153,11 +150,8 @@ def export(model: nn.Module, path: str, opset: int = DEFAULT_OPSET, batch_size: 
             'optimized': isinstance(model, (OptimizedMattingBase, OptimizedMattingRefine)),
             **({'batch_size': batch_size, 'width': width, 'height': height} if fixed_shape else {}),
             **refine_settings(model)})})
-        onnx.save(proto, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        onnx.save(proto, temporary)
+    atomic_write(path, write)
 
 
 def declare_output_shapes(proto: onnx.ModelProto, shapes: Sequence[Sequence[int]]) -> None:

@@ -11,12 +11,13 @@ other pairs, whose alphas are written as 8-bit PNGs in the layout inference_imag
 import argparse
 import itertools
 import json
-import os
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from common.files import atomic_write
 
 LOWS = np.linspace(0.0, 0.3, 16)
 SPANS = np.linspace(0.02, 0.6, 30)
@@ -73,11 +74,10 @@ def main(argv=None):
             raise SystemExit(f'no clean plate for {src_path} in {args.bgr}')
         pha = key(distance(read(src_path), read(bgr_path), params['blur']), params['low'], params['high'])
         target = args.out / 'pha' / (src_path.stem + '.png')
-        tmp = target.with_name('.' + target.name + '.tmp.png')
-        cv2.imwrite(str(tmp), np.round(pha * 255).astype(np.uint8))
-        os.replace(tmp, target)
-    with open(args.out / 'keying.json', 'w') as f:
-        json.dump({'tuned_on': str(args.tune), 'alpha_mse_on_tuning_set': mse, **params}, f, indent=2)
+        atomic_write(str(target), lambda temporary: cv2.imwrite(temporary, np.round(pha * 255).astype(np.uint8)))
+    record = {'tuned_on': str(args.tune), 'alpha_mse_on_tuning_set': mse, **params}
+    atomic_write(str(args.out / 'keying.json'),
+                 lambda temporary: Path(temporary).write_text(json.dumps(record, indent=2)))
 
 
 if __name__ == '__main__':

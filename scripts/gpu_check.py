@@ -100,10 +100,12 @@ class PartResult:
 
 
 def write_json(data, path: str) -> None:
-    tmp = f'{path}.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(data, f, indent=2, default=str)
-    os.replace(tmp, path)
+    from common.files import atomic_write
+
+    def write(temporary: str) -> None:
+        with open(temporary, 'w') as f:
+            json.dump(data, f, indent=2, default=str)
+    atomic_write(path, write)
 
 
 def time_left(deadline: float) -> float:
