@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from .fusion import FusedConv2d, fold_batchnorm
 from .refiner import Refiner
-from .resampling import (bilinear, bilinear_rows, crop_windows, interpolation_table, interpolation_weights,
+from .resampling import (bilinear, bilinear_phases, crop_windows, interpolation_table, interpolation_weights,
                          replace_patches, resample_windows, sample_windows, tile_grid, whole_factor, window_mask)
 
 __all__ = ['FastRefiner']
@@ -251,9 +251,13 @@ OUTPUT_ROWS = 64
 
 def finish_outputs(coarse: torch.Tensor, src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """MattingRefine's full-resolution outputs before the refined patches: the coarse alpha and foreground
-    residual upsampled, src added to the residual, both clamped; on the CPU, where the frame is a
-    power-of-two multiple of the coarse size, in bands of rows (each upsampled band stays in the cache
-    while src is added and the result clamped), so that the output is written once.
+    residual upsampled, src added to the residual, both clamped.
+
+    On the CPU, where the frame is a power-of-two multiple of the coarse size, in bands of rows: each band
+    is upsampled as one convolution that makes every output phase at once (`bilinear_phases`; PyTorch's
+    upsampling kernel is 2 ~ 4 times slower) and rearranged into a buffer that stays in the cache while src
+    is added and the result clamped, so that the output is written once (1920x1080, 2 cores: 8.4 -> 6.5 ms;
+    3840x2160 from a quarter of 1920x1080: 36 -> 18.5 ms).
 
     Inputs:
         coarse: (B, 4, h, w) coarse alpha (0 ~ 1) and foreground residual.
@@ -262,19 +266,27 @@ def finish_outputs(coarse: torch.Tensor, src: torch.Tensor) -> Tuple[torch.Tenso
         pha (B, 1, H, W), fgr (B, 3, H, W), contiguous, 0 ~ 1.
     """
     B, H, W = src.size(0), src.size(2), src.size(3)
-    planes = coarse.contiguous().view(B * 4, 1, coarse.size(2), coarse.size(3))  # (see bilinear)
-    factor = whole_factor(coarse.size(2), H)
-    if not (src.device.type == 'cpu' and factor and factor == whole_factor(coarse.size(3), W)
-            and not torch.jit.is_tracing()):
+    h, w = coarse.size(2), coarse.size(3)
+    factor = whole_factor(h, H)
+    if not (src.device.type == 'cpu' and factor and factor == whole_factor(w, W) and not torch.jit.is_tracing()):
         upsampled = bilinear(coarse.contiguous(), size=(H, W))
         return upsampled[:, :1].clamp(0., 1.), upsampled[:, 1:].add(src).clamp_(0., 1.)
+    # The planes with their edges replicated (upsampling clamps its source coordinates to the image).
+    planes = F.pad(coarse.contiguous().view(B * 4, 1, h, w), (1, 1, 1, 1), mode='replicate')
+    weight = bilinear_phases(factor, coarse.dtype, coarse.device)
     pha = torch.empty(B, 1, H, W, dtype=coarse.dtype, device=src.device)
     fgr = torch.empty(B, 3, H, W, dtype=coarse.dtype, device=src.device)
-    for top in range(0, H, OUTPUT_ROWS):
-        bottom = min(top + OUTPUT_ROWS, H)
-        band = bilinear_rows(planes, factor, top, bottom).view(B, 4, bottom - top, W)
-        torch.clamp(band[:, :1], 0., 1., out=pha[:, :, top:bottom])
-        torch.add(band[:, 1:], src[:, :, top:bottom], out=fgr[:, :, top:bottom]).clamp_(0., 1.)
+    step = max(OUTPUT_ROWS // factor, 1)  # coarse rows a band
+    band = torch.empty(B, 4, step * factor, W, dtype=coarse.dtype, device=src.device)
+    for first in range(0, h, step):
+        rows = min(step, h - first)
+        top, bottom = factor * first, factor * (first + rows)
+        phases = F.conv2d(planes[:, :, first:first + rows + 2], weight)  # (B * 4, factor ** 2, rows, w)
+        upsampled = band[:, :, :bottom - top]
+        upsampled.view(B, 4, rows, factor, w, factor).copy_(
+            phases.view(B, 4, factor, factor, rows, w).permute(0, 1, 4, 2, 5, 3))
+        torch.clamp(upsampled[:, :1], 0., 1., out=pha[:, :, top:bottom])
+        torch.add(upsampled[:, 1:], src[:, :, top:bottom], out=fgr[:, :, top:bottom]).clamp_(0., 1.)
     return pha, fgr
 
 

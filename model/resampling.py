@@ -6,7 +6,7 @@ import torch
 import torchvision
 from torch.nn import functional as F
 
-__all__ = ['bilinear', 'bilinear_rows', 'whole_factor', 'interpolation_weights', 'interpolation_table', 'rows_view',
+__all__ = ['bilinear', 'bilinear_rows', 'bilinear_phases', 'whole_factor', 'interpolation_weights', 'interpolation_table', 'rows_view',
            'resample_windows', 'crop_windows', 'crop_pixels', 'sample_windows', 'window_mask', 'replace_patches',
            'tile_grid']
 
@@ -47,6 +47,25 @@ def bilinear_rows(x: torch.Tensor, factor: int, top: int, bottom: int) -> torch.
     high = min(int((bottom - 0.5) / factor - 0.5) + 3, h)
     rows = F.interpolate(x[:, :, low:high], scale_factor=float(factor), mode='bilinear', align_corners=False)
     return rows[:, :, top - factor * low:bottom - factor * low]
+
+
+def bilinear_phases(factor: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """Bilinear upsampling by a whole `factor` (align_corners=False) as a convolution: output pixel
+    (factor * i + ky, factor * j + kx) is channel factor * ky + kx of a 3x3 convolution, unpadded, of the
+    input with its edges replicated (which is how upsampling clamps at the edges), at (i, j).
+
+    Output: (factor ** 2, 1, 3, 3) weights; products of the 1-D weights, exact in any float type where
+    factor is a power of two.
+    """
+    taps = torch.zeros(factor, 3, dtype=torch.float64)
+    for k in range(factor):
+        # Output pixel factor * i + k samples the input at i + offset.
+        offset = (k + 0.5) / factor - 0.5
+        if offset < 0:
+            taps[k, 0], taps[k, 1] = -offset, 1 + offset
+        else:
+            taps[k, 1], taps[k, 2] = 1 - offset, offset
+    return torch.einsum('ya,xb->yxab', taps, taps).reshape(factor * factor, 1, 3, 3).to(device, dtype)
 
 
 def whole_factor(small: int, large: int) -> int:

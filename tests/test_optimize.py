@@ -126,6 +126,24 @@ def test_rows_of_an_upsampled_image_are_those_of_the_whole(factor):
             assert (bilinear_rows(x, factor, top, bottom) - whole[:, :, top:bottom]).abs().max() <= 1e-6
 
 
+@pytest.mark.parametrize('factor', [2, 4, 8])
+def test_outputs_upsampled_as_phases_equal_upsampling(monkeypatch, factor):
+    """finish_outputs (each output phase a convolution of the coarse planes, in bands of rows) makes what
+    upsampling, adding src and clamping make, also where the last band is short; with a few rows a band
+    and with whole frames in one."""
+    generator = torch.Generator().manual_seed(factor)
+    coarse = torch.randn(2, 4, 11, 7, generator=generator)
+    src = torch.rand(2, 3, 11 * factor, 7 * factor, generator=generator)
+    upsampled = torch.nn.functional.interpolate(coarse, scale_factor=float(factor), mode='bilinear',
+                                                align_corners=False)
+    expected = upsampled[:, :1].clamp(0, 1), (upsampled[:, 1:] + src).clamp(0, 1)
+    for rows in (3 * factor, 10 * factor, 64 * factor):
+        monkeypatch.setattr(fast_refiner, 'OUTPUT_ROWS', rows)
+        for output, reference in zip(fast_refiner.finish_outputs(coarse, src), expected):
+            assert output.shape == reference.shape and output.is_contiguous()
+            assert (output - reference).abs().max() <= 1e-6
+
+
 def test_inputs_of_any_layout():
     """The inference scripts give channels-last frames and one plate expanded over the batch."""
     torch.manual_seed(0)
