@@ -116,7 +116,7 @@ def test_matting_base(size):
 
 @pytest.mark.parametrize('factor', [2, 4, 8])
 def test_rows_of_an_upsampled_image_are_those_of_the_whole(factor):
-    """bilinear_rows (the banded decoder stage and outputs) gives the rows of upsampling the whole image
+    """bilinear_rows (the banded decoder stage) gives the rows of upsampling the whole image
     (within float32 rounding: PyTorch's kernel may order its sums differently for another size)."""
     x = torch.rand(2, 3, 13, 9, generator=torch.Generator().manual_seed(factor))
     whole = torch.nn.functional.interpolate(x, scale_factor=float(factor), mode='bilinear', align_corners=False)
