@@ -1,5 +1,6 @@
 """Devices and precisions, named the same way by every script: `--device auto|cpu|cuda|cuda:N` and
 `--precision fp32|fp16|bf16` (training adds `auto`: fp16 on CUDA, fp32 on the CPU)."""
+import contextlib
 import re
 import warnings
 
@@ -66,3 +67,19 @@ def autocast_precision(name: str, device: torch.device) -> str:
     if name == 'fp16' and device.type != 'cuda':
         raise UserError('--precision fp16 needs CUDA; on CPU use fp32 (default) or bf16')
     return name
+
+
+@contextlib.contextmanager
+def cudnn_autotuning(device: torch.device):
+    """cuDNN's autotuning (`torch.backends.cudnn.benchmark`) inside the block when `device` is CUDA: for
+    a stream of inputs of one size (a clip, a camera), where the fastest algorithms are found once and
+    kept; restored after. Inputs whose size changes from call to call would be autotuned at each new size."""
+    if torch.device(device).type != 'cuda':
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before

@@ -48,7 +48,9 @@ class Matting:
 
     Inputs go to the model's device and dtype; outputs are converted to float32 there and rounded to
     uint8, so only uint8 data comes back to the CPU. An array given again as the same object (a
-    static clean plate or background) is uploaded once.
+    static clean plate or background) is uploaded once. On a GPU the frame's work is queued without
+    waiting for the device: uploads from pinned memory, the model timed with CUDA events, downloads
+    into pinned memory that `submit`'s results wait for one by one (their copy, not the device).
 
     Args:
         model: MattingBase or MattingRefine, or a TorchScript file of one (see `load_model`).
@@ -65,8 +67,13 @@ class Matting:
                              "drop it from --output-types or use --model-type mattingrefine")
         self.model, self.device, self.dtype = model, torch.device(device), dtype
         self.output_types = tuple(output_types)
-        self.frames, self.model_seconds = 0, 0.0
+        self.frames = 0
+        self.timer = ModelTimer(self.device)
         self._uploads: Dict[str, Tuple[np.ndarray, torch.Tensor]] = {}
+
+    @property
+    def model_seconds(self) -> float:
+        return self.timer.seconds
 
     def upload(self, array: np.ndarray, slot: Optional[str] = None) -> torch.Tensor:
         """(H, W, 3) or (T, H, W, 3) uint8 -> (1 or T, 3, H, W) on the device in the model's dtype, 0 ~ 1.
@@ -76,7 +83,10 @@ class Matting:
         if slot is not None and slot in self._uploads and self._uploads[slot][0] is array:
             return self._uploads[slot][1]
         data = array if array.flags.writeable else array.copy()  # torch warns on read-only memory
-        x = torch.from_numpy(np.ascontiguousarray(data)).to(self.device, non_blocking=True)
+        x = torch.from_numpy(np.ascontiguousarray(data))
+        if self.device.type == 'cuda':
+            x = x.pin_memory()  # a copy the host does not wait for (the pinned block is kept until it is done)
+        x = x.to(self.device, non_blocking=True)
         x = (x.unsqueeze(0) if x.dim() == 3 else x).permute(0, 3, 1, 2).to(self.dtype).div_(255)
         if slot is not None:
             self._uploads[slot] = (array, x)
@@ -84,31 +94,34 @@ class Matting:
 
     def __call__(self, src: np.ndarray, bgr: np.ndarray, background: Optional[np.ndarray] = None,
                  label: str = 'input') -> Dict[str, np.ndarray]:
-        """
+        """`submit`, waiting for its results: output type -> (T, H, W, C) uint8."""
+        return {name: download.result() for name, download in self.submit(src, bgr, background, label).items()}
+
+    def submit(self, src: np.ndarray, bgr: np.ndarray, background: Optional[np.ndarray] = None,
+               label: str = 'input') -> Dict[str, 'Download']:
+        """Queues the frames' work on the device and returns without waiting for it.
+
         Args:
             src: (T, H, W, 3) uint8 source frames.
             bgr: (T, H, W, 3) uint8 clean plates, or (H, W, 3) for one plate shared by every frame.
             background: for 'composite': (T, H, W, 3), (H, W, 3), or (1, 1, 3) for a colour; uint8.
             label: names the frames in error messages (a file, a frame range).
         Returns:
-            output type -> (T, H, W, C) uint8, as in the class docstring.
+            output type -> a `Download` of (T, H, W, C) uint8, as in the class docstring.
         """
         if self.frames == 0:  # once per run
             warn_if_small_input(self.model, src.shape[1:3])
         with torch.inference_mode():
             src_t = self.upload(src)
             bgr_t = self.upload(bgr, slot='bgr' if bgr.ndim == 3 else None).expand_as(src_t)
-            self._synchronize()
-            start = time.perf_counter()
-            try:
-                outputs = self.model(src_t, bgr_t)
-            except ValueError as error:  # e.g. frames too small for the backbone scale
-                raise InputError(f"{label}: {error}") from error
-            except torch.OutOfMemoryError as error:
-                raise InputError(f"{label}: out of memory on {self.device}; use fewer frames at once "
-                                 "(--seq-chunk) or a smaller backbone scale") from error
-            self._synchronize()
-            self.model_seconds += time.perf_counter() - start
+            with self.timer:
+                try:
+                    outputs = self.model(src_t, bgr_t)
+                except ValueError as error:  # e.g. frames too small for the backbone scale
+                    raise InputError(f"{label}: {error}") from error
+                except torch.OutOfMemoryError as error:
+                    raise InputError(f"{label}: out of memory on {self.device}; use fewer frames at once "
+                                     "(--seq-chunk) or a smaller backbone scale") from error
             self.frames += src_t.size(0)
 
             pha, fgr, err, ref = full_resolution_outputs(outputs, tuple(src_t.shape[2:]))
@@ -123,11 +136,67 @@ class Matting:
                     images[name] = fgr * pha + back * (1 - pha)
                 else:
                     images[name] = dict(pha=pha, fgr=fgr, err=err, ref=ref)[name]
-            return {name: to_uint8(x) for name, x in images.items()}
+            return download({name: uint8_images(x) for name, x in images.items()})
 
-    def _synchronize(self):
+
+class ModelTimer:
+    """Seconds spent in the model, as a context around each call: on the CPU by the clock; on a GPU by
+    CUDA events around the queued work, read once they have passed (no wait for the device)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self._seconds, self._pending = device, 0.0, []
+
+    def __enter__(self):
         if self.device.type == 'cuda':
-            torch.cuda.synchronize(self.device)
+            self._events = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+            self._events[0].record()
+        else:
+            self._start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        if self.device.type == 'cuda':
+            self._events[1].record()
+            self._pending.append(self._events)
+            self._collect(wait=False)
+        else:
+            self._seconds += time.perf_counter() - self._start
+
+    def _collect(self, wait: bool) -> None:
+        while self._pending and (wait or self._pending[0][1].query()):
+            start, end = self._pending.pop(0)
+            end.synchronize()
+            self._seconds += start.elapsed_time(end) / 1000
+
+    @property
+    def seconds(self) -> float:
+        self._collect(wait=True)
+        return self._seconds
+
+
+class Download:
+    """An output image on its way to the host: `result()` gives it, (T, H, W, C) uint8 numpy, once its
+    copy is done (on a GPU, waiting for that copy only)."""
+
+    def __init__(self, array: np.ndarray, done: Optional[torch.cuda.Event] = None):
+        self._array, self._done = array, done
+
+    def result(self) -> np.ndarray:
+        if self._done is not None:
+            self._done.synchronize()
+            self._done = None
+        return self._array
+
+
+def download(images: Dict[str, torch.Tensor]) -> Dict[str, Download]:
+    """uint8 images on the device -> their `Download`s: from a GPU into pinned memory without waiting,
+    one event for all."""
+    if not images or next(iter(images.values())).device.type != 'cuda':
+        return {name: Download(x.cpu().numpy()) for name, x in images.items()}
+    hosts = {name: torch.empty(x.shape, dtype=x.dtype, pin_memory=True).copy_(x, non_blocking=True)
+             for name, x in images.items()}
+    done = torch.cuda.Event()
+    done.record()
+    return {name: Download(host.numpy(), done) for name, host in hosts.items()}
 
 
 # Below this many pixels on the short side of the base network's input (the frame scaled by the
@@ -193,9 +262,9 @@ def full_resolution_outputs(outputs, size: Tuple[int, int]) -> Tuple[torch.Tenso
     return pha.float(), fgr.float(), err.float(), ref
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(T, C, H, W) float, 0 ~ 1, on any device -> (T, H, W, C) uint8 numpy on the CPU, rounded."""
-    return x.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+def uint8_images(x: torch.Tensor) -> torch.Tensor:
+    """(T, C, H, W) float, 0 ~ 1 -> (T, H, W, C) uint8, rounded, contiguous, on x's device."""
+    return x.float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 class Throughput(NamedTuple):

@@ -4,6 +4,7 @@ the weights of any kind of file, on the device and in the precision asked for, o
 (`model.optimize`) unless --eager."""
 import argparse
 import os
+import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -13,6 +14,7 @@ from common.devices import PRECISIONS, check_device_name, inference_dtype, resol
 from common.errors import UserError, exit_with_error
 from model import CheckpointError, MattingBase, MattingRefine, load_checkpoint, optimize
 from model.checkpoint import describe_load_error, is_torchscript_archive
+from model.graphs import CUDAGraphs
 from model.model import BACKBONES, RUNTIME_SETTINGS, set_refine_settings
 from model.refiner import PATCH_CROP_METHODS, PATCH_REPLACE_METHODS, REFINE_MODES
 
@@ -53,6 +55,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bo
         group.add_argument('--eager', action='store_true',
                            help='run the model as written (the reference) instead of its optimized form '
                                 '(model.optimize: the same mattes, faster; README, Speed)')
+        group.add_argument('--cuda-graphs', action='store_true',
+                           help='on CUDA, replay each frame size as one captured CUDA graph (model.graphs): '
+                                'the optimized model in sampling or full refine mode, or MattingBase')
 
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -120,7 +125,22 @@ def load_model(args: argparse.Namespace, device: Optional[torch.device] = None, 
         model = model.to(memory_format=torch.channels_last)
     if (is_optimized(args) if optimized is None else optimized) and isinstance(model, MattingBase):
         model = optimize(model)
+    if getattr(args, 'cuda_graphs', False):
+        model = with_cuda_graphs(model, device)
     return model, device, dtype
+
+
+def with_cuda_graphs(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` replayed as CUDA graphs (`model.graphs.CUDAGraphs`) where it can be; else `model`, with a
+    warning saying why."""
+    if device.type != 'cuda':
+        warnings.warn(f'--cuda-graphs needs a CUDA device; running on {device} without')
+        return model
+    if not getattr(model, 'capturable', False):
+        warnings.warn('--cuda-graphs needs the optimized model (no --eager, no TorchScript file) and a refine '
+                      "mode other than 'thresholding' (whose patch count the data gives); running without")
+        return model
+    return CUDAGraphs(model, copy_outputs=False)  # the inference code uses each output before the next call
 
 
 def is_optimized(args: argparse.Namespace) -> bool:

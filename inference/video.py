@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from common.devices import cudnn_autotuning
 from common.files import is_image_file, names_by_stem
 from common.shards import Shard, parse_shard
 
@@ -107,6 +108,7 @@ def convert_video(model: nn.Module,
     matting = Matting(model, device, dtype, list(outputs))
 
     with contextlib.ExitStack() as stack:
+        stack.enter_context(cudnn_autotuning(device))  # every frame of a clip has one size
         source = stack.enter_context(open_clip(input_source, input_resize, frame_rate, option='--video-src'))
         plate, plate_reader = open_plate(clean_plate, source, input_resize)
         if plate_reader:
@@ -129,14 +131,15 @@ def convert_video(model: nn.Module,
                                  if output_format == 'video' else ImageSequenceWriter(path, overwrite=overwrite))
 
             def compute(chunk: Chunk):
-                images = matting(chunk.src, chunk.bgr, chunk.background,
-                                 label=f"{input_source} frames {chunk.names[0]} to {chunk.names[-1]}")
+                images = matting.submit(chunk.src, chunk.bgr, chunk.background,
+                                        label=f"{input_source} frames {chunk.names[0]} to {chunk.names[-1]}")
                 bar.update(len(chunk.names))
                 return {kind: (images[kind], chunk) for kind in writers}
 
             # A video is timed by the source's pts, an image sequence named after the source's frames.
             frame_keys = 'pts' if output_format == 'video' else 'names'
-            sinks = {kind: (lambda item, w=w: w.write(item[0], getattr(item[1], frame_keys)))
+            # Each writer waits for its own download (on a GPU), not the model thread.
+            sinks = {kind: (lambda item, w=w: w.write(item[0].result(), getattr(item[1], frame_keys)))
                      for kind, w in writers.items()}
             chunks = read_chunks(source, plate, plate_reader, clean_plate_frames, background,
                                  preprocess_alignment, seq_chunk)

@@ -9,6 +9,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from common.devices import cudnn_autotuning
+
 from .cli import InputError, parse_size
 from .files import check_not_existing, prepare_output_dir
 from .matting import COMPOSITE, Matting, Throughput
@@ -99,7 +101,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     try:
         live.open_outputs(None if args.headless else Window(WINDOW_TITLE, show_fps=not args.hide_fps),
                           pyvirtualcam, args.output)
-        live.loop(args.max_frames)
+        with cudnn_autotuning(device):  # a camera gives frames of one size
+            live.loop(args.max_frames)
         if live.plate is None and args.headless:
             raise InputError(f"--source {args.source} ended before the clean plate was taken")
         live.finish(args.output)

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from .fusion import FusedConv2d, fold_batchnorm
 from .refiner import Refiner
-from .resampling import (bilinear, bilinear_phases, crop_windows, interpolation_table, interpolation_weights,
+from .resampling import (bilinear, bilinear_phases, crop_pixels, crop_windows, interpolation_table, interpolation_weights,
                          replace_patches, resample_windows, sample_windows, tile_grid, whole_factor, window_mask)
 
 __all__ = ['FastRefiner']
@@ -21,6 +21,10 @@ __all__ = ['FastRefiner']
 # in the CPU's cache; the memory used is bounded whatever the number of patches (measured on 2 cores at
 # 1920x1080, 5,000 patches one by one: 267 ms a frame against 343 ms in one chunk, 1 thread).
 CHUNK_PATCHES = 1024
+# Patches refined at once by the CUDA variant: its intermediate tensors stay under about 1 GB; a frame
+# refines ceil(patches / CUDA_CHUNK_PATCHES) chunks, a count given by the frame size and the settings
+# ('sampling' mode), never by the data.
+CUDA_CHUNK_PATCHES = 1 << 15
 # Tile sides tried, in patches (see FastRefiner.tile_side).
 TILE_SIDES = (1, 2, 4)
 
@@ -40,7 +44,11 @@ class FastRefiner(nn.Module):
     - The outputs are made in one pass over the frame (upsampled, src added, clamped; on the CPU in bands
       of rows that stay in the cache), and the refined patches, finished alike, written into them.
 
-    Settable as on `Refiner`: mode, sample_pixels, threshold, prevent_oversampling. Fixed: kernel_size.
+    The CUDA variant (`device_type='cuda'`, see `refine_selected`) keeps the shapes static and the host out
+    of the loop: every selected patch refined in one pass, at the positions `topk` gives, no tiles.
+
+    Settable as on `Refiner`: mode, sample_pixels, threshold, prevent_oversampling. Fixed: kernel_size,
+    device_type.
 
     Inputs:
         src, bgr: (B, 3, H, W) source and clean plate at full resolution, 0 ~ 1; H, W multiples of 4.
@@ -53,8 +61,9 @@ class FastRefiner(nn.Module):
         ref: (B, 1, H/4, W/4) refinement regions: 1 where a 4x4 patch was refined, else 0.
     """
 
-    def __init__(self, refiner: Refiner):
+    def __init__(self, refiner: Refiner, device_type: str = 'cpu'):
         super().__init__()
+        self.device_type = device_type
         self.mode = refiner.mode
         self.sample_pixels = refiner.sample_pixels
         self.threshold = refiner.threshold
@@ -79,11 +88,12 @@ class FastRefiner(nn.Module):
         conv1.weight = nn.Parameter(conv1.weight[:, :36].contiguous(memory_format=torch.channels_last),
                                     requires_grad=False)
         conv1.in_channels = 36
-        self.conv1 = FusedConv2d(conv1, 'relu')
-        self.conv1_images = FusedConv2d(self.conv1_images)
-        self.conv2 = FusedConv2d(conv2, 'relu')
-        self.conv3 = FusedConv2d(conv3, 'relu')
-        self.conv4 = FusedConv2d(conv4)
+        onednn = device_type == 'cpu'
+        self.conv1 = FusedConv2d(conv1, 'relu', onednn)
+        self.conv1_images = FusedConv2d(self.conv1_images, onednn=onednn)
+        self.conv2 = FusedConv2d(conv2, 'relu', onednn)
+        self.conv3 = FusedConv2d(conv3, 'relu', onednn)
+        self.conv4 = FusedConv2d(conv4, onednn=onednn)
         # A patch is 4x4 pixels at full resolution and 2x2 at half resolution, plus the margin that the
         # unpadded 3x3 convolutions consume: 3 pixels at half and 2 at full resolution.
         self.half_margin = 3 if self.kernel_size == 3 else 0
@@ -98,6 +108,8 @@ class FastRefiner(nn.Module):
             return self.refine_everything(src, bgr, features)
 
         err = F.interpolate(err, (H // 4, W // 4), mode='bilinear', align_corners=False)
+        if self.device_type == 'cuda' and not torch.jit.is_tracing():
+            return self.refine_selected(src, bgr, features, err)
         ref = Refiner.select_refinement_regions(self, err)  # the eager selection, with these settings
         b, r, c = torch.nonzero(ref.squeeze(1), as_tuple=True)
 
@@ -124,6 +136,47 @@ class FastRefiner(nn.Module):
             patches = patches.view(-1, 4, side, 4, side, 4).permute(0, 2, 4, 1, 3, 5).reshape(-1, 4, 4, 4)
             patches = patches.index_select(0, (tile * side + r % side) * side + c % side)
         return replace_patches(pha, patches[:, :1], b, r, c), replace_patches(fgr, patches[:, 1:], b, r, c), ref
+
+    def refine_selected(self, src: torch.Tensor, bgr: torch.Tensor, features: torch.Tensor, err: torch.Tensor
+                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward` of the CUDA variant, from the error at quarter resolution (B, 1, H/4, W/4).
+
+        'sampling': the `sample_pixels // 16` positions of `topk`, a count given by the settings and the
+        frame size, so that every shape is static and no operation waits for the data (no host sync; a
+        frame can be captured as a CUDA graph). With `prevent_oversampling`, every one of them is refined
+        and those whose error is 0, which the eager model leaves out, keep their unrefined values: the same
+        outputs. 'thresholding': the positions over the threshold, found with one host sync.
+        All patches are refined at once (in chunks of CUDA_CHUNK_PATCHES) and written with one scatter.
+        """
+        B, h, w = err.size(0), err.size(2), err.size(3)
+        keep = None
+        if self.mode == 'sampling':
+            k = min(self.sample_pixels // 16, h * w)
+            flat = err.view(B, h * w)
+            position = flat.topk(k, dim=1, sorted=False).indices  # (B, k)
+            ref = torch.zeros_like(flat).scatter_(1, position, 1.)
+            if self.prevent_oversampling:
+                ref.mul_(flat.gt(0).to(flat.dtype))
+                keep = flat.gather(1, position).gt(0).view(-1, 1, 1, 1)
+            ref = ref.view(B, 1, h, w)
+            b = torch.arange(B, device=err.device).view(B, 1).expand(B, k).reshape(-1)
+            position = position.view(-1)
+            r, c = torch.div(position, w, rounding_mode='floor'), position.remainder(w)
+        else:
+            ref = err.gt(self.threshold).to(err.dtype)
+            b, r, c = torch.nonzero(ref.squeeze(1), as_tuple=True)  # the one host sync
+        out = upsample_outputs(features[:, 32:36], src)  # (B, 4, H, W): pha, fgr
+        N = b.size(0)  # known to the host without a sync: from the settings, or after the nonzero
+        if N > 0:
+            patches = [self.refine_tiles(src, bgr, features, b[start:start + CUDA_CHUNK_PATCHES],
+                                         r[start:start + CUDA_CHUNK_PATCHES], c[start:start + CUDA_CHUNK_PATCHES], 1)
+                       for start in range(0, N, CUDA_CHUNK_PATCHES)]
+            patches = patches[0] if len(patches) == 1 else torch.cat(patches)
+            grid = out.view(B, 4, h, 4, w, 4).permute(0, 2, 4, 1, 3, 5)  # (B, h, w, 4, 4, 4)
+            if keep is not None:
+                patches = torch.where(keep, patches, grid[b, r, c])
+            grid[b, r, c] = patches.to(out.dtype)
+        return out[:, :1], out[:, 1:], ref
 
     def tile_side(self, ref: torch.Tensor, patches: int) -> int:
         """The tile side, in patches, of `tile_sides` that refines the selection `ref` with the fewest
@@ -171,7 +224,8 @@ class FastRefiner(nn.Module):
         x = resample_windows(features, b, rows, cols)
         # src and bgr over the tile's half-resolution window at full resolution, zero outside the image (as
         # the eager refiner pads): their 2x2 means are the half-resolution crop, the centre the full one.
-        windows = [crop_windows(image, b, top, left, 2 * half).to(dtype) for image in (src, bgr)]
+        crop = crop_pixels if self.device_type == 'cuda' else crop_windows  # (no host sync in the CUDA variant)
+        windows = [crop(image, b, top, left, 2 * half).to(dtype) for image in (src, bgr)]
         y_half = torch.empty(N, half, half, 6, device=src.device, dtype=dtype)
         y = torch.empty(N, full, full, 22, device=src.device, dtype=dtype)
         for i, window in enumerate(windows):
@@ -288,6 +342,14 @@ def finish_outputs(coarse: torch.Tensor, src: torch.Tensor) -> Tuple[torch.Tenso
         torch.clamp(upsampled[:, :1], 0., 1., out=pha[:, :, top:bottom])
         torch.add(upsampled[:, 1:], src[:, :, top:bottom], out=fgr[:, :, top:bottom]).clamp_(0., 1.)
     return pha, fgr
+
+
+def upsample_outputs(coarse: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """`finish_outputs` in one (B, 4, H, W) tensor, pha then fgr, in four operations (the CUDA variant)."""
+    out = bilinear(coarse.contiguous(), size=(src.size(2), src.size(3)))
+    out[:, :1].clamp_(0., 1.)
+    out[:, 1:].add_(src).clamp_(0., 1.)
+    return out
 
 
 def finish_patches(patches: torch.Tensor, src: torch.Tensor) -> torch.Tensor:

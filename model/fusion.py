@@ -58,7 +58,10 @@ def fold_batchnorm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> None:
 # Activations oneDNN applies to a convolution's output: name -> (oneDNN attribute, its scalars).
 ONEDNN_ACTIVATIONS = {'relu': ('relu', []), 'relu6': ('hardtanh', [0., 6.]), 'hardswish': ('hardswish', []),
                       'hardsigmoid': ('hardsigmoid', []), None: ('none', [])}
-PLAIN_ACTIVATIONS = {'relu': F.relu, 'relu6': F.relu6, 'hardswish': F.hardswish, 'hardsigmoid': F.hardsigmoid}
+# In place on the convolution's fresh output.
+PLAIN_ACTIVATIONS = {'relu': F.relu_, 'relu6': lambda y: F.relu6(y, inplace=True),
+                     'hardswish': lambda y: F.hardswish(y, inplace=True),
+                     'hardsigmoid': lambda y: F.hardsigmoid(y, inplace=True)}
 
 
 class FusedConv2d(nn.Module):
@@ -69,14 +72,16 @@ class FusedConv2d(nn.Module):
     Args:
         conv: the convolution (zero padding); its parameters are shared, not copied.
         activation: 'relu', 'relu6', 'hardswish', 'hardsigmoid' or None.
+        onednn: whether CPU tensors go through oneDNN (False: the plain operations everywhere, as on a GPU).
     Inputs:
         x: (B, C_in, H, W); other: None or (B, C_out, H', W') as conv(x).
     Output:
         (B, C_out, H', W'), a new tensor.
     """
 
-    def __init__(self, conv: nn.Conv2d, activation: Optional[str] = None):
+    def __init__(self, conv: nn.Conv2d, activation: Optional[str] = None, onednn: bool = True):
         super().__init__()
+        self.onednn = onednn
         if activation not in ONEDNN_ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(map(str, ONEDNN_ACTIVATIONS))}, got {activation!r}")
         if conv.padding_mode != 'zeros' or isinstance(conv.padding, str):
@@ -87,7 +92,7 @@ class FusedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, other: Optional[torch.Tensor] = None) -> torch.Tensor:
         conv = self.conv
-        if (x.device.type == 'cpu' and x.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.enabled
+        if (self.onednn and x.device.type == 'cpu' and x.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.enabled
                 and x.dtype == conv.weight.dtype and not torch.jit.is_tracing()):  # a trace records plain operations
             arguments = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
             weight = self.packed_weight(x)

@@ -196,8 +196,12 @@ def crop_pixels(image: torch.Tensor, b: torch.Tensor, top: torch.Tensor, left: t
     y = top.view(-1, 1) + offsets
     z = left.view(-1, 1) + offsets
     inside = ((y >= 0) & (y < H)).view(-1, size, 1, 1) & ((z >= 0) & (z < W)).view(-1, 1, size, 1)
-    y = torch.minimum(y.clamp(min=0), torch.as_tensor(H - 1, device=y.device)).view(-1, size, 1)
-    z = torch.minimum(z.clamp(min=0), torch.as_tensor(W - 1, device=z.device)).view(-1, 1, size)
+    if torch.jit.is_tracing():  # the sizes are traced values (the ONNX file takes any size)
+        y = torch.minimum(y.clamp(min=0), torch.as_tensor(H - 1, device=y.device))
+        z = torch.minimum(z.clamp(min=0), torch.as_tensor(W - 1, device=z.device))
+    else:  # no tensor made from Python numbers (an upload on a GPU)
+        y, z = y.clamp(0, H - 1), z.clamp(0, W - 1)
+    y, z = y.view(-1, size, 1), z.view(-1, 1, size)
     return image.permute(0, 2, 3, 1)[b.view(-1, 1, 1), y, z] * inside
 
 
