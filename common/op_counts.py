@@ -23,7 +23,7 @@ HOST_SYNC_OPS = frozenset({
     # .item(), int(t), float(t), bool(t): seen as aten.item where composite operations are not
     # decomposed (torch.inference_mode), else as the operation it decomposes into.
     'aten.item', 'aten._local_scalar_dense', 'aten.is_nonzero', 'aten.equal', 'aten.allclose',
-    'aten.nonzero', 'aten.argwhere', 'aten.masked_select', 'aten.masked_scatter',
+    'aten.nonzero', 'aten.nonzero_numpy', 'aten.argwhere', 'aten.masked_select', 'aten.masked_scatter',
     'aten._unique', 'aten._unique2', 'aten.unique_dim', 'aten.unique_consecutive',
 })
 # Operations that make a tensor from Python data (torch.tensor(...)): on a GPU, a blocking upload.

@@ -168,15 +168,47 @@ class FastRefiner(nn.Module):
         out = upsample_outputs(features[:, 32:36], src)  # (B, 4, H, W): pha, fgr
         N = b.size(0)  # known to the host without a sync: from the settings, or after the nonzero
         if N > 0:
-            patches = [self.refine_tiles(src, bgr, features, b[start:start + CUDA_CHUNK_PATCHES],
-                                         r[start:start + CUDA_CHUNK_PATCHES], c[start:start + CUDA_CHUNK_PATCHES], 1)
-                       for start in range(0, N, CUDA_CHUNK_PATCHES)]
-            patches = patches[0] if len(patches) == 1 else torch.cat(patches)
+            if N <= CUDA_CHUNK_PATCHES:
+                patches = self.refine_patches(src, bgr, features, b, r, c)
+            else:
+                patches = torch.cat([self.refine_patches(src, bgr, features, *(t[start:start + CUDA_CHUNK_PATCHES]
+                                                                              for t in (b, r, c)))
+                                     for start in range(0, N, CUDA_CHUNK_PATCHES)])
             grid = out.view(B, 4, h, 4, w, 4).permute(0, 2, 4, 1, 3, 5)  # (B, h, w, 4, 4, 4)
             if keep is not None:
                 patches = torch.where(keep, patches, grid[b, r, c])
-            grid[b, r, c] = patches.to(out.dtype)
+            grid[b, r, c] = patches
         return out[:, :1], out[:, 1:], ref
+
+    def refine_patches(self, src: torch.Tensor, bgr: torch.Tensor, features: torch.Tensor, b: torch.Tensor,
+                       r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """`refine_tiles` of single patches in few operations (the CUDA variant): src and bgr cropped
+        together at one set of positions, their half resolution as 2x2 means in one reduction.
+
+        Output: (N, 4, 4, 4) alpha and foreground of the patches, finished, in features' dtype.
+        """
+        H, W = src.shape[2], src.shape[3]
+        N, dtype = b.size(0), features.dtype
+        half = 2 + 2 * self.half_margin  # a patch and its margin at half resolution
+        full = 4 + 2 * self.full_margin  # and at full resolution
+        offset = 2 * self.half_margin - self.full_margin
+        top, left = 4 * r - 2 * self.half_margin, 4 * c - 2 * self.half_margin
+        x = resample_windows(features, b, self.windows(features.size(2), H // 2, r, 1),
+                             self.windows(features.size(3), W // 2, c, 1))
+        # src and bgr (6 channels) over the half-resolution window at full resolution, zero outside the image.
+        window = crop_pixels((src, bgr), b, top, left, 2 * half)
+        window = window if window.dtype == dtype else window.to(dtype)
+        y_half = window.view(N, half, 2, half, 2, 6).mean((2, 4))
+        x = self.conv2(self.conv1(x.permute(0, 3, 1, 2), self.conv1_images(y_half.permute(0, 3, 1, 2))))
+        y = torch.empty(N, full, full, 22, device=src.device, dtype=dtype)
+        y[..., 16:] = window[:, offset:offset + full, offset:offset + full]
+        # Nearest upsampling to full resolution, written straight into the third convolution's input.
+        y[..., :16].view(N, full // 2, 2, full // 2, 2, 16).copy_(
+            x.permute(0, 2, 3, 1).view(N, full // 2, 1, full // 2, 1, 16).expand(-1, -1, 2, -1, 2, -1))
+        x = self.conv4(self.conv3(y.permute(0, 3, 1, 2)))  # a fresh tensor: finished in place
+        inner = slice(self.full_margin, self.full_margin + 4)
+        x[:, 1:].add_(y[:, inner, inner, 16:19].permute(0, 3, 1, 2))
+        return x.clamp_(0., 1.)
 
     def tile_side(self, ref: torch.Tensor, patches: int) -> int:
         """The tile side, in patches, of `tile_sides` that refines the selection `ref` with the fewest
@@ -224,8 +256,7 @@ class FastRefiner(nn.Module):
         x = resample_windows(features, b, rows, cols)
         # src and bgr over the tile's half-resolution window at full resolution, zero outside the image (as
         # the eager refiner pads): their 2x2 means are the half-resolution crop, the centre the full one.
-        crop = crop_pixels if self.device_type == 'cuda' else crop_windows  # (no host sync in the CUDA variant)
-        windows = [crop(image, b, top, left, 2 * half).to(dtype) for image in (src, bgr)]
+        windows = [crop_windows(image, b, top, left, 2 * half).to(dtype) for image in (src, bgr)]
         y_half = torch.empty(N, half, half, 6, device=src.device, dtype=dtype)
         y = torch.empty(N, full, full, 22, device=src.device, dtype=dtype)
         for i, window in enumerate(windows):
@@ -345,11 +376,10 @@ def finish_outputs(coarse: torch.Tensor, src: torch.Tensor) -> Tuple[torch.Tenso
 
 
 def upsample_outputs(coarse: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
-    """`finish_outputs` in one (B, 4, H, W) tensor, pha then fgr, in four operations (the CUDA variant)."""
+    """`finish_outputs` in one (B, 4, H, W) tensor, pha then fgr, in three operations (the CUDA variant)."""
     out = bilinear(coarse.contiguous(), size=(src.size(2), src.size(3)))
-    out[:, :1].clamp_(0., 1.)
-    out[:, 1:].add_(src).clamp_(0., 1.)
-    return out
+    out[:, 1:].add_(src)
+    return out.clamp_(0., 1.)
 
 
 def finish_patches(patches: torch.Tensor, src: torch.Tensor) -> torch.Tensor:

@@ -41,8 +41,9 @@ class Captured:
 
 
 class CUDAGraphs(nn.Module):
-    """Runs `module(*inputs)` as a replayed CUDA graph per input signature (shapes, dtypes, device) and
-    the module's settings (its `graph_settings()`, if it has one: a settings change is a new graph).
+    """Runs `module(*inputs)` as a replayed CUDA graph per input signature (shapes, dtypes, device,
+    inference mode or not) and the module's settings (its `graph_settings()`, if it has one: a settings
+    change is a new graph).
 
     Args:
         module: called with tensors, returning a tensor or a tuple of tensors.
@@ -90,7 +91,8 @@ class CUDAGraphs(nn.Module):
 
     def signature(self, inputs: Sequence[torch.Tensor]) -> Tuple:
         settings = self.module.graph_settings() if hasattr(self.module, 'graph_settings') else ()
-        return tuple((tuple(x.shape), x.dtype, x.device) for x in inputs) + (settings,)
+        # Buffers made in inference mode cannot be written outside it: a graph per mode.
+        return tuple((tuple(x.shape), x.dtype, x.device) for x in inputs) + (settings, torch.is_inference_mode_enabled())
 
     def capture(self, key: Tuple, inputs: Sequence[torch.Tensor]) -> Optional[Captured]:
         """Captures a call on copies of `inputs` (None, said once, where capture fails)."""

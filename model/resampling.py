@@ -188,21 +188,25 @@ def crop_windows(image: torch.Tensor, b: torch.Tensor, top: torch.Tensor, left: 
     return crops
 
 
-def crop_pixels(image: torch.Tensor, b: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
-                size: int) -> torch.Tensor:
-    """`crop_windows`, pixel by pixel: (P, size, size, C), zero outside the image."""
-    B, C, H, W = image.shape
+def crop_pixels(image, b: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int) -> torch.Tensor:
+    """`crop_windows`, pixel by pixel: (P, size, size, C), zero outside the image. `image` may also be a
+    tuple of images of one size: their windows at the same positions, channels concatenated."""
+    images = image if isinstance(image, tuple) else (image,)
+    B, C, H, W = images[0].shape
     offsets = torch.arange(size, device=b.device)
     y = top.view(-1, 1) + offsets
     z = left.view(-1, 1) + offsets
-    inside = ((y >= 0) & (y < H)).view(-1, size, 1, 1) & ((z >= 0) & (z < W)).view(-1, 1, size, 1)
     if torch.jit.is_tracing():  # the sizes are traced values (the ONNX file takes any size)
+        inside = ((y >= 0) & (y < H)).view(-1, size, 1, 1) & ((z >= 0) & (z < W)).view(-1, 1, size, 1)
         y = torch.minimum(y.clamp(min=0), torch.as_tensor(H - 1, device=y.device))
         z = torch.minimum(z.clamp(min=0), torch.as_tensor(W - 1, device=z.device))
-    else:  # no tensor made from Python numbers (an upload on a GPU)
-        y, z = y.clamp(0, H - 1), z.clamp(0, W - 1)
-    y, z = y.view(-1, size, 1), z.view(-1, 1, size)
-    return image.permute(0, 2, 3, 1)[b.view(-1, 1, 1), y, z] * inside
+    else:  # no tensor made from Python numbers (an upload on a GPU); inside where clamping changes nothing
+        y_inside, z_inside = y.clamp(0, H - 1), z.clamp(0, W - 1)
+        inside = y_inside.eq(y).view(-1, size, 1, 1) & z_inside.eq(z).view(-1, 1, size, 1)
+        y, z = y_inside, z_inside
+    b, y, z = b.view(-1, 1, 1), y.view(-1, size, 1), z.view(-1, 1, size)
+    crops = [x.permute(0, 2, 3, 1)[b, y, z] for x in images]
+    return (crops[0] if len(crops) == 1 else torch.cat(crops, dim=3)) * inside
 
 
 def sample_windows(x: torch.Tensor, b: torch.Tensor, top: torch.Tensor, left: torch.Tensor, step: float,

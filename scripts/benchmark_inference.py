@@ -5,6 +5,7 @@
     python -m scripts.benchmark_inference --settings mobilenetv2-hd --onnx --json results.json
     python -m scripts.benchmark_inference --onnx --original ~/src/BackgroundMattingV2
     python -m scripts.benchmark_inference --retain-memory --original ~/src/BackgroundMattingV2
+    python -m scripts.benchmark_inference --variant cuda --iterations 1   # the GPU code path's counts, on a CPU
 
 Settings (batch 1, sampling mode without oversampling prevention, so that every frame refines exactly
 sample_pixels / 16 patches whatever the weights predict; random weights and inputs, seeded, or with
@@ -27,11 +28,13 @@ from /proc on Linux) are dropped and run again, up to four times as many rounds 
 
 --json writes one record per setting: {"setting", "backbone", "width", "height", "backbone_scale",
 "sample_pixels", "inputs" ("random" or "bundled"), "memory" ("default" or "retained"), "device", "precision", "threads", "iterations", "rounds_dropped", "load_average",
-"optimize_seconds", "original_max_difference" (the largest |difference| of any output between the
+"optimize_seconds", "variant" (of the optimized model: "cpu" or "cuda"), "operations", "launches" and
+"host_syncs" ({name: per frame}: aten operations, those that are not views, host syncs; PyTorch models),
+"original_max_difference" (the largest |difference| of any output between the
 original and our eager model, or null), "ms": {name: median},
 "fps": {name: fps}, "ratio": {name: ms / eager ms}, "ratio_original": {name: ms / original ms} or null}
-with names "eager", "optimized", with --original "original", with --onnx "onnx_eager" and
-"onnx_optimized".
+with names "eager", "optimized", on CUDA "graphs" (the optimized model replayed as a CUDA graph,
+`model.graphs`), with --original "original", with --onnx "onnx_eager" and "onnx_optimized".
 """
 import argparse
 import copy
@@ -52,8 +55,10 @@ from common.errors import UserError
 from common.files import check_output_file, write_bytes
 from common.images import read_rgb
 from common.memory import retain_freed_memory
+from common.op_counts import OpCounter
 from inference.model import DEMO_CHECKPOINT, REPOSITORY
 from model import MattingRefine, load_checkpoint, optimize
+from model.graphs import CUDAGraphs
 
 SAMPLES = os.path.join(REPOSITORY, 'samples')
 
@@ -119,6 +124,14 @@ def torch_runner(model: torch.nn.Module, src: torch.Tensor, bgr: torch.Tensor) -
         if src.device.type == 'cuda':
             torch.cuda.synchronize(src.device)
     return run
+
+
+def count_operations(run: Callable[[], None]) -> OpCounter:
+    """The aten operations and host syncs of one call (after one call, which fills the caches of a size)."""
+    run()
+    with OpCounter() as counts:
+        run()
+    return counts
 
 
 def onnx_runner(model: torch.nn.Module, src: torch.Tensor, bgr: torch.Tensor, workdir: str, name: str,
@@ -198,9 +211,12 @@ def benchmark(name: str, setting: Dict, args: argparse.Namespace, device: torch.
                 original_difference = max(float((a - b).abs().max()) for a, b in zip(model(src, bgr),
                                                                                       original(src, bgr)))
     start = time.perf_counter()
-    fast = optimize(model)
+    fast = optimize(model, None if args.variant == 'auto' else args.variant)
     optimize_seconds = time.perf_counter() - start
     runners['optimized'] = torch_runner(fast, src, bgr)
+    if device.type == 'cuda' and fast.capturable:
+        runners['graphs'] = torch_runner(CUDAGraphs(fast, copy_outputs=False), src, bgr)
+    counts = {name: count_operations(runners[name]) for name in runners}
     with tempfile.TemporaryDirectory() as workdir:
         if args.onnx:
             exportable = copy.deepcopy(model)
@@ -215,7 +231,11 @@ def benchmark(name: str, setting: Dict, args: argparse.Namespace, device: torch.
                 memory='retained' if args.retain_memory else 'default', device=str(device), precision=args.precision, threads=args.threads,
                 iterations=args.iterations, rounds_dropped=dropped,
                 load_average=[load_before, os.getloadavg()[0]],
-                optimize_seconds=optimize_seconds, original_max_difference=original_difference,
+                optimize_seconds=optimize_seconds, variant=fast.device_type,
+                operations={name: c.total for name, c in counts.items()},
+                launches={name: c.launches for name, c in counts.items()},
+                host_syncs={name: len(c.syncs) for name, c in counts.items()},
+                original_max_difference=original_difference,
                 ms={k: v * 1000 for k, v in seconds.items()}, fps={k: 1 / v for k, v in seconds.items()},
                 ratio={k: v / seconds['eager'] for k, v in seconds.items()},
                 ratio_original={k: v / seconds['original'] for k, v in seconds.items()} if 'original' in seconds
@@ -223,12 +243,17 @@ def benchmark(name: str, setting: Dict, args: argparse.Namespace, device: torch.
 
 
 def print_table(records: Sequence[Dict]) -> None:
-    print(f"{'setting':16s} {'model':15s} {'ms':>8s} {'fps':>7s} {'/ eager':>8s} {'/ original':>10s}")
+    print(f"{'setting':16s} {'model':15s} {'ms':>8s} {'fps':>7s} {'/ eager':>8s} {'/ original':>10s} "
+          f"{'aten ops':>9s} {'launches':>9s} {'syncs':>6s}")
     for record in records:
         for model, ms in record['ms'].items():
             original = record['ratio_original'][model] if record['ratio_original'] else None
+            counts = (f"{record['operations'][model]:9d} {record['launches'][model]:9d} "
+                      f"{record['host_syncs'][model]:6d}" if model in record['operations'] else '')
             print(f"{record['setting']:16s} {model:15s} {ms:8.1f} {record['fps'][model]:7.2f} "
-                  f"{record['ratio'][model]:8.3f} {'' if original is None else format(original, '10.3f')}")
+                  f"{record['ratio'][model]:8.3f} {'' if original is None else format(original, '10.3f'):10s} {counts}")
+        print(f"(optimized: the {record['variant']} variant; aten ops per frame, views included, of which launches "
+              "are not views; host syncs per frame)")
         if record['original_max_difference'] is not None:
             print(f"(the original's outputs differ from our eager model's by at most "
                   f"{record['original_max_difference']:.2g})")
@@ -258,6 +283,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument('--retain-memory', action='store_true',
                         help='keep freed memory in the process (common.memory, as the inference commands do): '
                              'no page faults for fresh pages every frame, for every model timed')
+    parser.add_argument('--variant', choices=['auto', 'cpu', 'cuda'], default='auto',
+                        help="which variant of the optimized model to build (optimize's device_type): 'auto' is "
+                             "the device's; 'cuda' on a CPU runs and counts the GPU code path there")
     parser.add_argument('--json', help='write the records to this file')
     return parser
 

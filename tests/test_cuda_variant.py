@@ -29,8 +29,10 @@ def inputs(batch, height, width, seed=0):
     return tuple(torch.rand(batch, 3, height, width, generator=generator) for _ in range(2))
 
 
-def counted(module, *args):
-    with torch.no_grad(), OpCounter() as counts:
+def counted(module, *args, mode=torch.no_grad):
+    """module(*args) and its counts, under `mode` (torch.no_grad, or torch.inference_mode as the inference
+    scripts run, where composite operations are counted undecomposed)."""
+    with mode(), OpCounter() as counts:
         outputs = module(*args)
     return outputs, counts
 
@@ -60,14 +62,15 @@ def test_a_frame_takes_few_operations_and_no_host_sync(size, prevent_oversamplin
     model = MattingRefine('mobilenetv2', backbone_scale=scale, refine_sample_pixels=pixels,
                           refine_prevent_oversampling=prevent_oversampling).eval()
     src, bgr = inputs(1, height, width, seed=1)
-    expected, eager = counted(model, src, bgr)
     fast = optimize(model, 'cuda')
     counted(fast, src, bgr)  # the first frame of a size builds its interpolation tables
-    outputs, counts = counted(fast, src, bgr)
-    assert counts.syncs == [] and counts.uploads == []
-    assert counts.total <= OPERATIONS_BUDGET * eager.total, (counts.total, eager.total)
-    assert counts.launches <= OPERATIONS_BUDGET * eager.launches, (counts.launches, eager.launches)
-    assert eager.syncs == ['aten.nonzero']  # what the counter sees in the model as written
+    for mode in (torch.inference_mode, torch.no_grad):
+        expected, eager = counted(model, src, bgr, mode=mode)
+        outputs, counts = counted(fast, src, bgr, mode=mode)
+        assert counts.syncs == [] and counts.uploads == []
+        assert counts.total <= OPERATIONS_BUDGET * eager.total, (mode, counts.total, eager.total)
+        assert counts.launches <= OPERATIONS_BUDGET * eager.launches, (mode, counts.launches, eager.launches)
+        assert eager.syncs == ['aten.nonzero']  # what the counter sees in the model as written
     check_same_mattes(outputs, expected)
     if prevent_oversampling:  # random weights predict an error of 0 in places: patches left out
         assert expected[-1].sum() < min(pixels // 16, expected[-1].numel())
@@ -78,9 +81,9 @@ def test_thresholding_takes_one_host_sync():
     model = MattingRefine('mobilenetv2', backbone_scale=0.25, refine_mode='thresholding',
                           refine_threshold=0.3).eval()
     src, bgr = inputs(1, 270, 480, seed=2)
-    expected, eager = counted(model, src, bgr)
-    outputs, counts = counted(optimize(model, 'cuda'), src, bgr)
-    assert counts.syncs == ['aten.nonzero'] and counts.uploads == []
+    expected, eager = counted(model, src, bgr, mode=torch.inference_mode)
+    outputs, counts = counted(optimize(model, 'cuda'), src, bgr, mode=torch.inference_mode)
+    assert counts.syncs == ['aten.nonzero_numpy'] and counts.uploads == []  # nonzero(as_tuple=True)
     assert counts.total <= OPERATIONS_BUDGET * eager.total
     check_same_mattes(outputs, expected)
 
@@ -298,3 +301,17 @@ def test_the_counter_sees_host_syncs_and_uploads():
             torch.nonzero(y > 1), y[y > 1], torch.tensor([1., 2.])
         assert len(counts.syncs) == 6, counts.syncs
         assert counts.uploads == ['aten.lift_fresh'] and counts.launches >= 8
+
+
+def test_graphs_keep_inference_mode_apart():
+    """Buffers made in inference mode cannot be written outside it: each mode has its own graph."""
+    torch.manual_seed(0)
+    fast = optimize(busy(MattingRefine('mobilenetv2', backbone_scale=0.5, refine_sample_pixels=2400)), 'cuda')
+    graphed = GraphsOnCPU(fast)
+    src, bgr = inputs(1, 64, 96, seed=16)
+    with torch.inference_mode():
+        expected = fast(src, bgr)
+        check_same_mattes(graphed(src, bgr), expected)
+    with torch.no_grad():
+        check_same_mattes(graphed(src, bgr), expected)
+    assert len(graphed.graphs) == 2
