@@ -20,7 +20,7 @@ from common.errors import UserError, exit_with_error
 from common.files import atomic_write, check_output_file
 from inference.model import load_model
 from model import optimize
-from model.model import refine_settings
+from model.model import fix_auto_settings, refine_settings
 from model.optimize import OptimizedMattingBase, OptimizedMattingRefine
 
 
@@ -274,6 +274,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         model, device, dtype = load_model(args, slow_fallback=False, optimized=False)  # eager: validated against
         if dtype != PRECISIONS[args.precision]:
             raise ValueError(f"--precision {args.precision} cannot run on {device}")
+        fixed = fix_auto_settings(model, args.resolution[1], args.resolution[0])  # a graph holds one of each
+        if fixed:
+            print('auto settings at the traced ' + 'x'.join(map(str, args.resolution)) + ': '
+                  + ', '.join(f'--model-{name.replace("_", "-")} {value:g}' for name, value in fixed.items()))
         export(model if args.eager else optimize(model), args.output, args.onnx_opset_version, args.batch_size,
                tuple(args.resolution), args.fixed_shape,
                metadata=dict(backbone=args.model_backbone, precision=args.precision))

@@ -15,7 +15,7 @@ from common.errors import UserError, exit_with_error
 from model import CheckpointError, MattingBase, MattingRefine, load_checkpoint, optimize
 from model.checkpoint import describe_load_error, is_torchscript_archive
 from model.graphs import CUDAGraphs
-from model.model import BACKBONES, RUNTIME_SETTINGS, set_refine_settings
+from model.model import AUTO, BACKBONES, RUNTIME_SETTINGS, set_refine_settings
 from model.refiner import PATCH_CROP_METHODS, PATCH_REPLACE_METHODS, REFINE_MODES
 
 
@@ -33,11 +33,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bo
     group.add_argument('--model-checkpoint', required=checkpoint_required,
                        help='official BGMv2 .pth, a state_dict or training checkpoint of this project, '
                             'or a TorchScript file from export_torchscript.py')
-    group.add_argument('--model-backbone-scale', type=float, default=0.25,
-                       help='0.25 for HD, 0.125 for 4K')
+    group.add_argument('--model-backbone-scale', type=scale_or_auto, default=AUTO,
+                       help="resolution of the base network relative to the frame, in (0, 0.5]; 'auto' (default): "
+                            "480 px on its long side, the paper's 0.25 at HD and 0.125 at 4K, for each frame size")
     group.add_argument('--model-refine-mode', choices=REFINE_MODES, default='sampling')
-    group.add_argument('--model-refine-sample-pixels', type=int, default=80_000,
-                       help='80,000 for HD, 320,000 for 4K')
+    group.add_argument('--model-refine-sample-pixels', type=pixels_or_auto, default=AUTO,
+                       help="pixels refined per frame in sampling mode; 'auto' (default): the paper's share of "
+                            "the frame, 80,000 at HD and 320,000 at 4K")
     group.add_argument('--model-refine-threshold', type=float, default=0.7)
     group.add_argument('--model-refine-kernel-size', type=int, choices=[1, 3], default=3)
     group.add_argument('--model-refine-prevent-oversampling', action=argparse.BooleanOptionalAction, default=True,
@@ -58,6 +60,16 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bo
         group.add_argument('--cuda-graphs', action='store_true',
                            help='on CUDA, replay each frame size as one captured CUDA graph (model.graphs): '
                                 'the optimized model in sampling or full refine mode, or MattingBase')
+
+
+def scale_or_auto(text: str):
+    """argparse type of --model-backbone-scale: 'auto' or a number."""
+    return AUTO if text == AUTO else float(text)
+
+
+def pixels_or_auto(text: str):
+    """argparse type of --model-refine-sample-pixels: 'auto' or a whole number."""
+    return AUTO if text == AUTO else int(text)
 
 
 REPOSITORY = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,11 +1,12 @@
 """The matting networks: `MattingBase` (low resolution) and `MattingRefine` (base + refiner)."""
-from typing import Tuple
+from typing import Optional, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from .decoder import ASPP, Decoder
+from .graphs import CUDAGraphs
 from .mobilenet import MobileNetV2Encoder, MobileNetV3Encoder
 from .refiner import Refiner
 from .resnet import ResNetEncoder
@@ -19,8 +20,45 @@ BACKBONES = ('resnet50', 'resnet101', 'mobilenetv2', 'mobilenetv3')
 RUNTIME_SETTINGS = {'backbone_scale': 'backbone_scale', 'refine_mode': 'refiner.mode',
                     'refine_sample_pixels': 'refiner.sample_pixels', 'refine_threshold': 'refiner.threshold',
                     'refine_prevent_oversampling': 'refiner.prevent_oversampling'}
+# The settings that may be 'auto', and the attribute (of the model) saying that they are.
+AUTO_FLAGS = {'backbone_scale': 'auto_backbone_scale', 'refine_sample_pixels': 'auto_sample_pixels'}
 BUILD_SETTINGS = {'refine_kernel_size': 'refiner.kernel_size', 'refine_patch_crop_method': 'refiner.patch_crop_method',
                   'refine_patch_replace_method': 'refiner.patch_replace_method'}
+
+
+# 'auto' settings follow the paper's working size: HD (1920x1080) at backbone scale 0.25 and 4K at 0.125
+# give the base network a long side of 480 px; 80,000 refined pixels at HD and 320,000 at 4K are the
+# same share of the frame, 1 / 25.92.
+# (The numbers are written out in the functions, which TorchScript compiles: it reads no globals.)
+AUTO = 'auto'
+
+
+def auto_backbone_scale(height: int, width: int) -> float:
+    """The backbone scale that gives the base network a long side of 480 pixels, within (0, 1/2] and
+    large enough that the short side keeps 16 pixels (the backbone's output stride)."""
+    return min(max(480.0 / float(max(height, width)), 16.0 / float(min(height, width))), 0.5)
+
+
+def auto_sample_pixels(height: int, width: int) -> int:
+    """The paper's share of refined pixels, 1 / 25.92 of the frame (80,000 of 1920 x 1080), for a frame of
+    height x width: a whole number of 4x4 patches."""
+    return int(round(float(height * width) / 25.92 / 16.0)) * 16
+
+
+def is_auto(value) -> bool:
+    return value is None or value == AUTO
+
+
+def fix_auto_settings(model: nn.Module, height: int, width: int) -> dict:
+    """Replaces the 'auto' settings of `model` by their values for frames of height x width (for a file
+    that holds one backbone scale, an ONNX graph). Returns the settings written, by argument name."""
+    settings = {}
+    if getattr(model, 'auto_backbone_scale', False):
+        settings['backbone_scale'] = auto_backbone_scale(height, width)
+    if getattr(model, 'auto_sample_pixels', False):
+        settings['refine_sample_pixels'] = auto_sample_pixels(height, width)
+    set_refine_settings(model, **settings)
+    return settings
 
 
 def refine_settings(model: nn.Module) -> dict:
@@ -39,10 +77,18 @@ def set_refine_settings(model: nn.Module, **settings) -> None:
     unknown = set(settings) - set(RUNTIME_SETTINGS)
     if unknown:
         raise ValueError(f"not runtime refine settings: {', '.join(sorted(unknown))}")
+    if isinstance(model, CUDAGraphs):
+        model = model.module
     for name, value in settings.items():
+        if not hasattr(model, 'refine_mode') and not hasattr(model, 'refiner'):
+            continue
+        if name in AUTO_FLAGS:  # 'auto' (or None) sets the flag; a number clears it
+            setattr(model, AUTO_FLAGS[name], is_auto(value))
+            if is_auto(value):
+                continue
         if hasattr(model, 'refine_mode'):  # TorchScript: hoisted to the top level
             setattr(model, name, value)
-        elif hasattr(model, 'refiner'):
+        else:
             owner, _, attribute = RUNTIME_SETTINGS[name].rpartition('.')
             setattr(_get(model, owner) if owner else model, attribute, value)
 
@@ -131,10 +177,15 @@ class MattingRefine(MattingBase):
     Args:
         backbone: 'resnet50', 'resnet101', 'mobilenetv2' or 'mobilenetv3'.
         backbone_scale: resolution of the base network relative to the input, <= 1/2.
-            Recommended: 1/4 for HD, 1/8 for 4K.
+            Recommended: 1/4 for HD, 1/8 for 4K. 'auto' (or None): chosen at each call from the input
+            size (`auto_backbone_scale`: the paper's values at HD and 4K).
         refine_mode, refine_sample_pixels, refine_threshold, refine_kernel_size,
         refine_prevent_oversampling, refine_patch_crop_method, refine_patch_replace_method:
-            see `Refiner`. Recommended sample pixels: 80,000 for HD, 320,000 for 4K.
+            see `Refiner`. Recommended sample pixels: 80,000 for HD, 320,000 for 4K; 'auto' (or None):
+            chosen at each call from the input size (`auto_sample_pixels`, the same share of the frame).
+    Attributes:
+        auto_backbone_scale, auto_sample_pixels: whether those settings are 'auto'; at each call they
+            are then written into `backbone_scale` and `refiner.sample_pixels` (which then tell what ran).
 
     Inputs:
         src: (B, 3, H, W) source image, 0 ~ 1. Any H and W: inputs whose sides are not multiples of 4
@@ -152,20 +203,26 @@ class MattingRefine(MattingBase):
 
     def __init__(self,
                  backbone: str,
-                 backbone_scale: float = 1 / 4,
+                 backbone_scale: Union[float, str, None] = 1 / 4,
                  refine_mode: str = 'sampling',
-                 refine_sample_pixels: int = 80_000,
+                 refine_sample_pixels: Union[int, str, None] = 80_000,
                  refine_threshold: float = 0.1,
                  refine_kernel_size: int = 3,
                  refine_prevent_oversampling: bool = True,
                  refine_patch_crop_method: str = 'unfold',
                  refine_patch_replace_method: str = 'scatter_nd'):
+        auto_scale, auto_pixels = is_auto(backbone_scale), is_auto(refine_sample_pixels)
+        if auto_scale:
+            backbone_scale = 1 / 4  # until the first call
+        if auto_pixels:
+            refine_sample_pixels = 80_000
         if not 0 < backbone_scale <= 1 / 2:
-            raise ValueError(f"backbone_scale must be in (0, 1/2], got {backbone_scale}")
+            raise ValueError(f"backbone_scale must be in (0, 1/2] or 'auto', got {backbone_scale}")
         super().__init__(backbone)
-        self.backbone_scale = backbone_scale
+        self.backbone_scale = float(backbone_scale)
+        self.auto_backbone_scale, self.auto_sample_pixels = auto_scale, auto_pixels
         self.refiner = Refiner(refine_mode,
-                               refine_sample_pixels,
+                               int(refine_sample_pixels),
                                refine_threshold,
                                refine_kernel_size,
                                refine_prevent_oversampling,
@@ -175,6 +232,10 @@ class MattingRefine(MattingBase):
     def forward(self, src: torch.Tensor, bgr: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                                     torch.Tensor, torch.Tensor, torch.Tensor]:
         H, W = src.shape[2], src.shape[3]
+        if self.auto_backbone_scale:
+            self.backbone_scale = auto_backbone_scale(H, W)
+        if self.auto_sample_pixels:
+            self.refiner.sample_pixels = auto_sample_pixels(H, W)
         src, bgr = check_and_pad_inputs(src, bgr, self.backbone_scale)
 
         src_sm = F.interpolate(src, scale_factor=self.backbone_scale, mode='bilinear',

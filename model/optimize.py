@@ -33,7 +33,8 @@ from torch.nn import functional as F
 from .decoder import Decoder
 from .fast_refiner import FastRefiner
 from .fusion import FusedConv2d, fold_batchnorms, fuse_convolutions
-from .model import MattingBase, MattingRefine, check_and_pad_inputs, check_inputs
+from .model import (MattingBase, MattingRefine, auto_backbone_scale, auto_sample_pixels, check_and_pad_inputs,
+                    check_inputs)
 from .resampling import bilinear, bilinear_rows, whole_factor
 
 __all__ = ['optimize', 'OptimizedMattingBase', 'OptimizedMattingRefine']
@@ -254,6 +255,7 @@ class OptimizedMattingRefine(nn.Module):
         super().__init__()
         self.device_type = device_type
         self.backbone_scale = model.backbone_scale
+        self.auto_backbone_scale, self.auto_sample_pixels = model.auto_backbone_scale, model.auto_sample_pixels
         self.network = build_network(model, device_type)
         self.activation = Activation().to(next(self.network.parameters()))
         self.refiner = FastRefiner(model.refiner, device_type)
@@ -269,11 +271,15 @@ class OptimizedMattingRefine(nn.Module):
         """The settings a captured call depends on (a change needs a new capture)."""
         refiner = self.refiner
         return (self.backbone_scale, refiner.mode, refiner.sample_pixels, refiner.threshold,
-                refiner.prevent_oversampling)
+                refiner.prevent_oversampling, self.auto_backbone_scale, self.auto_sample_pixels)
 
     def forward(self, src: torch.Tensor, bgr: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                                     torch.Tensor, torch.Tensor, torch.Tensor]:
         H, W = src.shape[2], src.shape[3]
+        if self.auto_backbone_scale:
+            self.backbone_scale = auto_backbone_scale(H, W)
+        if self.auto_sample_pixels:
+            self.refiner.sample_pixels = auto_sample_pixels(H, W)
         src, bgr = check_and_pad_inputs(src, bgr, self.backbone_scale)
 
         src_sm = bilinear(src, scale_factor=self.backbone_scale)

@@ -25,7 +25,8 @@ def checkpoint(busy_checkpoint):
 
 def export(checkpoint, path, *options):
     export_onnx.main(['--model-checkpoint', checkpoint, '--device', 'cpu', '--output', str(path),
-                      '--resolution', *RESOLUTION, '--model-refine-sample-pixels', str(SAMPLE_PIXELS), *options])
+                      '--resolution', *RESOLUTION, '--model-refine-sample-pixels', str(SAMPLE_PIXELS),
+                      '--model-backbone-scale', '0.25', *options])
     return str(path)
 
 
@@ -135,7 +136,7 @@ def test_a_trace_that_refines_one_patch_is_avoided(checkpoint, tmp_path):
     # patch and fail at batch 2; the exporter traces at batch 2 instead.
     path = str(tmp_path / 'one.onnx')
     export_onnx.main(['--model-checkpoint', checkpoint, '--device', 'cpu', '--output', path,
-                      '--resolution', *RESOLUTION, '--model-refine-sample-pixels', '16',
+                      '--resolution', *RESOLUTION, '--model-refine-sample-pixels', '16', '--model-backbone-scale', '0.25',
                       '--no-model-refine-prevent-oversampling'])
     model = eager(checkpoint, refine_sample_pixels=16, refine_prevent_oversampling=False)
     for batch in (1, 2, 3):

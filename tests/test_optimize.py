@@ -207,6 +207,7 @@ def test_reduced_precision_keeps_the_dtype(dtype):
             assert (output.float() - reference.float()).abs().mean() < 0.01, name
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA device')
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float16, torch.bfloat16])
 def test_cuda(dtype):
@@ -280,7 +281,7 @@ def test_onnx_export_of_the_optimized_graph(busy_checkpoint, tmp_path):
     torch.save(weights, tmp_path / 'no_error.pth')
     path = str(tmp_path / 'refine.onnx')
     export_onnx.main(['--model-checkpoint', str(tmp_path / 'no_error.pth'), '--device', 'cpu', '--output', path,
-                      '--resolution', '160', '128', '--model-refine-mode', 'thresholding',
+                      '--resolution', '160', '128', '--model-backbone-scale', '0.25', '--model-refine-mode', 'thresholding',
                       '--model-refine-threshold', '0.4'])
     assert export_onnx.read_metadata(path)['optimized'] is True
     # Give the file back the positive error bias (channel 36 of the reordered decoder output).
