@@ -180,8 +180,43 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(data, tmp_path):
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
     with pytest.raises(UserError, match='3 consecutive steps had a non-finite loss'):
         trainer.fit()
-    assert trainer.nonfinite_steps == 3 and trainer.step == 2  # the third stopped the run mid-step
+    # Read at every step here (--log-train-loss-interval 1): the third stopped the run after it.
+    assert trainer.nonfinite_steps == 3 and trainer.step == 3
     assert all(torch.equal(before[name], p) for name, p in trainer.model.named_parameters())
+    # The optimizer's state as it was made by the first (undone) step: moments 0, step counts 0.
+    assert all(float(state['step']) == 0 and not state['exp_avg'].any() and not state['exp_avg_sq'].any()
+               for state in trainer.optimizer.state.values())
+
+
+def test_a_nonfinite_step_is_undone_exactly(data, tmp_path):
+    """The step of a non-finite loss is undone on the device: the parameters, Adam's moments and (once the
+    host has read the flags) its step counts are those of the step before."""
+    calls = 0
+
+    def nan_at_the_second_step(model, src, bgr, true_pha, true_fgr):
+        nonlocal calls
+        calls += 1
+        terms, outputs = train_base.losses(model, src, bgr, true_pha, true_fgr)
+        if calls == 2:
+            terms['total'] = terms['total'] * float('nan')
+        return terms, outputs
+
+    stage = Stage(**{**train_base.STAGE.__dict__, 'losses': nan_at_the_second_step})
+    args = train_base.get_args_parser().parse_args(base_args(data, str(tmp_path), 'skip'))
+    trainer = Trainer(stage, args, distributed.DistributedContext())
+    batches = iter(trainer.loader)
+    states = []
+    for _ in range(2):
+        trainer.train_step(next(batches))
+        trainer.read_flags()
+        states.append(({name: p.detach().clone() for name, p in trainer.model.named_parameters()},
+                       {i: {k: v.clone() for k, v in state.items()} for i, state in
+                        enumerate(trainer.optimizer.state.values())}))
+    assert trainer.nonfinite_steps == 1 and trainer.step == 2
+    (params, optimizer), (params_after, optimizer_after) = states
+    assert all(torch.equal(params[name], params_after[name]) for name in params)
+    assert all(torch.equal(optimizer[i][k], optimizer_after[i][k]) for i in optimizer for k in optimizer[i])
+    assert float(optimizer_after[0]['step']) == 1
 
 
 def test_batch_size_must_divide_by_the_world_size(data, tmp_path):

@@ -12,7 +12,9 @@ runs the code path of many: DDP, SyncBatchNorm, the collectives.
 """
 import os
 import re
+import shutil
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -20,6 +22,7 @@ from typing import Callable, Optional
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from tqdm import tqdm
 
 from common.errors import UserError
 from common.memory import retain_freed_memory
@@ -176,9 +179,30 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def any_rank(flags: torch.Tensor, context: DistributedContext) -> torch.Tensor:
-    """Element-wise logical OR of a small flag vector over all ranks (so that every rank agrees)."""
+def agree(flags: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """Element-wise maximum of a small flag vector over all ranks (so that every rank agrees), left on the
+    device: with NCCL the host does not wait for it."""
     if context.distributed:
         flags = flags.to(context.device)
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    return flags.cpu()
+    return flags
+
+
+def any_rank(flags: torch.Tensor, context: DistributedContext) -> torch.Tensor:
+    """`agree`, read on the host (which waits for the device)."""
+    return agree(flags, context).cpu()
+
+
+def requeue_slurm_job(context: DistributedContext) -> Optional[str]:
+    """Under Slurm, rank 0 puts the job back in the queue (sbatch --requeue allows it), so that it resumes
+    with --resume auto; Slurm ends the running job and starts it again after its requeue delay. Set
+    BGM_SLURM_REQUEUE=0 to leave the job ended. Returns the job id requeued, or None."""
+    job = os.environ.get('SLURM_JOB_ID')  # an array task's own id
+    if not job or not context.is_main or os.environ.get('BGM_SLURM_REQUEUE', '1') != '1' \
+            or shutil.which('scontrol') is None:
+        return None
+    result = subprocess.run(['scontrol', 'requeue', job], capture_output=True, text=True)
+    if result.returncode != 0:
+        tqdm.write(f'warning: scontrol requeue {job} failed ({result.stderr.strip()}); resubmit the job to resume')
+        return None
+    return job

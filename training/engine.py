@@ -9,9 +9,7 @@ import functools
 import hashlib
 import math
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,19 +26,22 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from . import distributed
-from .state import (TRAINING_STATE, find_resume_path, gather_rng_states, load_training_state,
+from .state import (TRAINING_STATE, describe_mismatch, find_resume_path, gather_rng_states, load_training_state,
                     remove_stale_temporaries, save_training_state, save_weights, scheduled_weights, set_rng_state,
-                    unwrap)
+                    step_unless, uncount_steps, unwrap)
 from common.devices import autocast_precision, resolve_device
 from common.errors import UserError, exit_with_error
-from model.checkpoint import detect_backbone
 
 AUTOCAST = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
 # SIGTERM: a user's scancel, a preemption, or the end of the time limit; SIGUSR1: the warning before the
 # time limit that the sbatch examples ask for (--signal=USR1@180). Both save a checkpoint at the next
-# step boundary; only SIGUSR1 requeues the job (see `requeue_slurm_job`).
+# step boundary; only SIGUSR1 requeues the job (see `distributed.requeue_slurm_job`).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 REQUEUE_SIGNAL = signal.SIGUSR1
+# The host reads what the steps leave on the device (non-finite losses, skipped steps) and agrees on a stop
+# signal with the other ranks every FLAG_INTERVAL steps (and at log and save steps); the steps between wait for
+# nothing, and a signal stops the run at most FLAG_INTERVAL - 1 steps late (seconds; Slurm warns minutes ahead).
+FLAG_INTERVAL = 10
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Stage:
     build_model(args) -> nn.Module
     optimizer(model, args) -> torch.optim.Optimizer, its parameter groups named ('name') for the logs
     datasets(args) -> (train_set, valid_set), items (pha, fgr, bgr) as CompositionDataset gives them
-    batch_augment(args, generator) -> callable (pha, fgr, bgr) -> (src, pha, fgr, bgr), see BatchAugment
+    batch_augment(args, generator) -> a BatchAugment: its draw (the host's part) and apply (the device's)
     losses(model, src, bgr, true_pha, true_fgr) -> (terms, outputs): loss terms by name, 'total' among
         them, and predictions by name ('pha', 'fgr', 'err', optionally 'ref') for logging
     sync_batchnorm: convert BatchNorm to SyncBatchNorm under DDP
@@ -71,8 +72,6 @@ class StepResult(NamedTuple):
     terms: Dict[str, torch.Tensor]    # loss terms by name, 'total' among them
     outputs: Dict[str, torch.Tensor]  # predictions by name ('pha', 'fgr', 'err', 'ref')
     inputs: tuple                     # (src, bgr, true pha) of the batch, as the model saw them
-    nonfinite: bool                   # the loss was not finite on some rank: the step was skipped
-    stop_signal: int                  # a stop signal some rank received (0: none), agreed on by all
     images: int                       # images of the step, over all ranks
 
 
@@ -139,29 +138,6 @@ def check_writable(folder: str, option: str, value: str) -> None:
         raise UserError(f'{option} {value}: cannot write to {folder} ({error.strerror or error})') from None
 
 
-def mismatch(model: nn.Module, state_dict: Dict[str, torch.Tensor], args) -> str:
-    """Why a training checkpoint's weights do not load into the model of this run, in one line."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    reshaped = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
-    found = detect_backbone(state_dict)
-    if found is not None and found != args.model_backbone:
-        return (f'it holds a {found} model but this run builds --model-backbone {args.model_backbone}; '
-                f'pass --model-backbone {found}, or another --model-name for a new run')
-    if missing and all(k.startswith('refiner.') for k in missing) and not unexpected and not reshaped:
-        return ('it holds the training state of a MattingBase (no refiner): start the refine stage from its '
-                'weights with --model-last-checkpoint instead')
-    if unexpected and all(k.startswith('refiner.') for k in unexpected) and not missing and not reshaped:
-        return 'it holds the training state of a MattingRefine, not of this MattingBase'
-    parts = [f'{len(keys)} {what} (e.g. {keys[0]})' for keys, what in
-             ((missing, 'missing'), (unexpected, 'unexpected'), (reshaped, 'of other shapes')) if keys]
-    if not parts:
-        return "its optimizer or scaler state does not fit this run's: it is the checkpoint of another kind of run"
-    return (f'its weights do not fit this {type(model).__name__} ({", ".join(parts)}): it is the checkpoint of '
-            'another kind of run')
-
-
 def run(stage: Stage, args, prog: str) -> None:
     """Entry point of a trainer: launches the processes of the job and trains in each.
 
@@ -198,7 +174,10 @@ class Trainer:
         self.build_data()
         self.build_model()
         self.epoch, self.step, self.step_in_epoch, self.nonfinite_steps = args.epoch_start, 0, 0, 0
-        self.consecutive_nonfinite = 0
+        # On the device, counted at each step (update): non-finite losses, the run of them up to the last step,
+        # the longest run, skipped steps; and on the host, at the last read_flags: losses, skipped, its step.
+        self.flags, self.flags_read = torch.zeros(4, device=self.device), (0, 0, 0)
+        self.saved: Dict[tuple, torch.Tensor] = {}  # the optimizer's tensors before a step (step_unless)
         resume = find_resume_path(args.resume, self.checkpoint_dir)
         if resume is not None:
             self.restore(resume)
@@ -230,13 +209,17 @@ class Trainer:
                 self.log(f'Removed {os.path.join(self.checkpoint_dir, name)}, left by an interrupted write')
 
     def seed_and_choose_algorithms(self) -> None:
+        """Seeds, and cuDNN's benchmark mode off. The training crops change shape at every step (the recipe
+        draws h and w anew: 256 x 256 shapes in the base stage, 256 x 256 multiples of 4 in the refine stage),
+        and benchmark mode times every convolution's algorithms afresh for each new shape, which would then
+        happen at nearly every step. Rounding the crops to a few shapes would let it pay off, but changes the
+        recipe's crop distribution (by up to 31 px a side at multiples of 32); cuDNN's heuristic choice needs
+        no search. The original did not turn it on either."""
         torch.manual_seed(self.args.seed + self.context.rank)
+        torch.backends.cudnn.benchmark = False
         if self.args.deterministic:
             torch.use_deterministic_algorithms(True)
-            torch.backends.cudnn.benchmark = False
             os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
-        elif self.device.type == 'cuda':
-            torch.backends.cudnn.benchmark = True
 
     def build_data(self) -> None:
         """The data sets, a sampler that can start part-way through an epoch, and the loader."""
@@ -281,7 +264,7 @@ class Trainer:
             if state['scaler']:  # empty when saved without float16 (on the CPU, say): a fresh scaler calibrates
                 self.scaler.load_state_dict(state['scaler'])
         except (RuntimeError, ValueError, KeyError) as error:
-            raise UserError(f'--resume {path}: {mismatch(model, state["model"], self.args)}') from error
+            raise UserError(f'--resume {path}: {describe_mismatch(model, state["model"], self.args)}') from error
         self.epoch, self.step = state['epoch'], state['step']
         self.step_in_epoch, self.nonfinite_steps = state['step_in_epoch'], state.get('nonfinite_steps', 0)
         epoch_finished = self.step_in_epoch >= self.steps_per_epoch
@@ -374,58 +357,82 @@ class Trainer:
 
     def train_steps(self, progress: tqdm) -> bool:
         """The steps of train_epoch, counted on `progress`. False when the run must stop."""
-        self.consecutive_nonfinite, tick, images = 0, time.perf_counter(), 0
+        tick, images = time.perf_counter(), 0
         for batch in self.loader:
             step = self.train_step(batch)
+            stop_signal = self.read_flags() if self.flags_due() else 0
             images += step.images
             progress.update(1)
             if self.context.is_main and self.step % self.args.log_train_loss_interval == 0:
                 images_per_s = images / max(time.perf_counter() - tick, 1e-9)
-                self.log_scalars(step.terms, images_per_s)
-                progress.set_postfix(loss=f"{float(step.terms['total'].detach()):.4f}", img_s=f'{images_per_s:.1f}')
+                losses = self.log_scalars(step.terms, images_per_s)
+                progress.set_postfix(loss=f"{losses['total']:.4f}", img_s=f'{images_per_s:.1f}')
                 tick, images = time.perf_counter(), 0
             if self.context.is_main:
                 self.log_step_images_and_validate(step)
-            if not self.end_step(step.stop_signal):
+            if not self.end_step(stop_signal):
                 return False
         return True
 
     def train_step(self, batch) -> 'StepResult':
-        """Forward, backward and update on one batch (pha, fgr, bgr) of the loader; the step is skipped on
-        every rank when the loss is not finite on one of them."""
-        args = self.args
-        generator = step_generator(args.seed, self.context.rank, self.step)
+        """Forward, backward and update on one batch (pha, fgr, bgr) of the loader, with no host sync of the
+        engine's: the host's work comes first (draw_augmentation), and the device skips a bad step (update)."""
+        augment, drawn = self.draw_augmentation(batch)
         batch = [t.to(self.device, non_blocking=True) for t in batch]
-        true_src, true_pha, true_fgr, true_bgr = self.stage.batch_augment(args, generator)(*batch)
+        true_src, true_pha, true_fgr, true_bgr = augment.apply(drawn, *batch)
         true_src, true_bgr = (t.contiguous(memory_format=self.memory_format) for t in (true_src, true_bgr))
-        with torch.autocast(self.device.type, dtype=AUTOCAST[self.precision] or torch.float32,
-                            enabled=AUTOCAST[self.precision] is not None):
-            terms, outputs = self.stage.losses(self.model, true_src, true_bgr, true_pha, true_fgr)
-        loss = terms['total']
-
-        # Every rank must take the same branch, or DDP's gradient all-reduce would hang. The stop
-        # signal is agreed on as its number, the largest winning: SIGTERM (15) over SIGUSR1 (10).
-        nonfinite, stop_signal = distributed.any_rank(
-            torch.tensor([float(not torch.isfinite(loss)), float(self.stop.signal or 0)]), self.context)
-        if nonfinite:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.nonfinite_steps += 1
-            self.consecutive_nonfinite += 1
-            self.log(f'step {self.step}: non-finite loss, step skipped ({self.nonfinite_steps} so far)')
-            if self.consecutive_nonfinite >= args.max_nonfinite_steps:
-                raise UserError(f'{self.consecutive_nonfinite} consecutive steps had a non-finite loss; stopping. '
-                                'Lower the learning rates, try --precision fp32, or check the data.')
-        else:
-            self.consecutive_nonfinite = 0
-            self.set_learning_rates()
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
+        terms, outputs = self.forward(self.model, true_src, true_bgr, true_pha, true_fgr)
+        self.scaler.scale(terms['total']).backward()
+        self.update(terms['total'])
         self.step += 1
         self.step_in_epoch += 1
-        return StepResult(terms, outputs, (true_src, true_bgr, true_pha), bool(nonfinite), int(stop_signal),
-                          true_src.size(0) * self.context.world_size)
+        return StepResult(terms, outputs, (true_src, true_bgr, true_pha), true_src.size(0) * self.context.world_size)
+
+    def draw_augmentation(self, batch) -> tuple:
+        """The host's part of a step: its batch augmentation (a generator of its own) and every random number
+        that needs, drawn on the CPU and sent to the device in one non-blocking copy (BatchAugment.draw)."""
+        augment = self.stage.batch_augment(self.args, step_generator(self.args.seed, self.context.rank, self.step))
+        return augment, augment.draw(len(batch[0]), batch[0].shape[-2:], self.device)
+
+    def forward(self, model: nn.Module, src, bgr, true_pha, true_fgr):
+        """The stage's losses and outputs, under the run's autocast precision."""
+        with torch.autocast(self.device.type, dtype=AUTOCAST[self.precision] or torch.float32,
+                            enabled=AUTOCAST[self.precision] is not None):
+            return self.stage.losses(model, src, bgr, true_pha, true_fgr)
+
+    def update(self, loss: torch.Tensor) -> None:
+        """After the backward: the optimizer step, undone on the device where the loss was not finite on some rank
+        or a gradient is not (float16 overflow; DDP's are the same on every rank); counted in self.flags."""
+        self.scaler.unscale_(self.optimizer)  # float16: the gradients at their true size (and the scaler's check)
+        bad = distributed.agree((~torch.isfinite(loss.detach())).float().view(1), self.context)[0]
+        grads = [p.grad for group in self.optimizer.param_groups for p in group['params'] if p.grad is not None]
+        skip = (bad > 0) | ~torch.isfinite(nn.utils.get_total_norm(grads))
+        self.set_learning_rates()
+        step_unless(self.optimizer, skip, self.saved)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        count, run, longest, skipped = self.flags
+        run = (run + bad) * bad
+        self.flags = torch.stack([count + bad, run, torch.maximum(longest, run), skipped + skip])
+
+    def read_flags(self) -> int:
+        """One host sync: what the steps since the last read left on the device, and a stop signal agreed on by
+        the ranks (the largest number wins: SIGTERM, 15, over SIGUSR1, 10), returned (0: none). UserError after
+        --max-nonfinite-steps consecutive steps with a non-finite loss."""
+        stop = self.flags.new_full((1,), float(self.stop.signal or 0))
+        flags = distributed.any_rank(torch.cat([self.flags, stop]), self.context).tolist()
+        nonfinite, _, longest, skipped, stop = (int(value) for value in flags)
+        (_, skipped_before, since), new = self.flags_read, nonfinite - self.flags_read[0]
+        uncount_steps(self.optimizer, skipped - skipped_before)
+        self.flags_read = nonfinite, skipped, self.step
+        if new:
+            self.nonfinite_steps += new
+            self.log(f'steps {since + 1}-{self.step}: {new} had a non-finite loss and were skipped '
+                     f'({self.nonfinite_steps} so far)')
+        if longest >= self.args.max_nonfinite_steps:
+            raise UserError(f'{longest} consecutive steps had a non-finite loss; stopping. '
+                            'Lower the learning rates, try --precision fp32, or check the data.')
+        return stop
 
     def log_step_images_and_validate(self, step: 'StepResult') -> None:
         """Rank 0, on their intervals: the batch's images and predictions, and the validation."""
@@ -433,6 +440,12 @@ class Trainer:
             self.log_images('train', *step.inputs, step.outputs)
         if self.step % self.args.log_valid_interval == 0:
             self.validate()
+
+    def flags_due(self) -> bool:
+        """Whether read_flags runs after this step (all ranks alike): at every FLAG_INTERVAL, log or save step."""
+        step, args = self.step, self.args
+        return (step % FLAG_INTERVAL == 0 or step % args.log_train_loss_interval == 0 or step == args.max_steps
+                or step % args.checkpoint_interval == 0 or self.step_in_epoch == self.steps_per_epoch)
 
     def end_step(self, stop_signal: int) -> bool:
         """The files due at this step, written whatever happens next, a stop included; False when the
@@ -453,7 +466,7 @@ class Trainer:
 
     def stopped(self, stop_signal: signal.Signals) -> None:
         """After the checkpoint of a stop: requeue the job on the time-limit warning, else end."""
-        job = requeue_slurm_job(self.context) if stop_signal == REQUEUE_SIGNAL else None
+        job = distributed.requeue_slurm_job(self.context) if stop_signal == REQUEUE_SIGNAL else None
         then = (f'job {job} requeued, to resume with --resume auto' if job else
                 'the run ends here; resume with --resume auto')
         self.log(f'Stopped by {stop_signal.name} at step {self.step}; checkpoint saved; {then}')
@@ -480,15 +493,18 @@ class Trainer:
             tqdm.write(message)
             sys.stdout.flush()
 
-    def log_scalars(self, terms: Dict[str, torch.Tensor], images_per_s: float) -> None:
-        for name, value in terms.items():
-            self.writer.add_scalar(f'train/loss/{name}', float(value.detach()), self.step)
+    def log_scalars(self, terms: Dict[str, torch.Tensor], images_per_s: float) -> Dict[str, float]:
+        """Writes the step's losses (read in one copy, returned), learning rates and rates."""
+        losses = dict(zip(terms, torch.stack([t.detach().float() for t in terms.values()]).tolist()))
+        for name, value in losses.items():
+            self.writer.add_scalar(f'train/loss/{name}', value, self.step)
         for group in self.optimizer.param_groups:
             self.writer.add_scalar(f"train/lr/{group['name']}", group['lr'], self.step)
         if self.scaler.is_enabled():
             self.writer.add_scalar('train/grad_scale', self.scaler.get_scale(), self.step)
         self.writer.add_scalar('train/images_per_s', images_per_s, self.step)
         self.writer.add_scalar('train/nonfinite_steps', self.nonfinite_steps, self.step)
+        return losses
 
     def log_images(self, tag: str, src, bgr, true_pha, outputs: Dict[str, torch.Tensor], count: int = 4) -> None:
         size = src.shape[2:]
@@ -515,9 +531,7 @@ class Trainer:
             true_pha, true_fgr, true_bgr = (t.to(self.device) for t in (true_pha, true_fgr, true_bgr))
             true_src = (true_fgr * true_pha + true_bgr * (1 - true_pha)).contiguous(memory_format=self.memory_format)
             true_bgr = true_bgr.contiguous(memory_format=self.memory_format)
-            with torch.autocast(self.device.type, dtype=AUTOCAST[self.precision] or torch.float32,
-                                enabled=AUTOCAST[self.precision] is not None):
-                terms, outputs = self.stage.losses(model, true_src, true_bgr, true_pha, true_fgr)
+            terms, outputs = self.forward(model, true_src, true_bgr, true_pha, true_fgr)
             error = outputs['pha'].float() - true_pha
             batch = {'loss': terms['total'] * true_pha.size(0),
                      'pha_sad': error.abs().sum(dim=(1, 2, 3)).sum() / 1000,
@@ -529,18 +543,3 @@ class Trainer:
             self.writer.add_scalar(f'valid/{name}', value / max(count, 1), self.step)
         self.log(f"step {self.step}: validation loss {totals.get('loss', math.nan) / max(count, 1):.4f}")
         model.train()
-
-
-def requeue_slurm_job(context: distributed.DistributedContext) -> Optional[str]:
-    """Under Slurm, rank 0 puts the job back in the queue (sbatch --requeue allows it), so that it resumes
-    with --resume auto; Slurm ends the running job and starts it again after its requeue delay. Set
-    BGM_SLURM_REQUEUE=0 to leave the job ended. Returns the job id requeued, or None."""
-    job = os.environ.get('SLURM_JOB_ID')  # an array task's own id
-    if not job or not context.is_main or os.environ.get('BGM_SLURM_REQUEUE', '1') != '1' \
-            or shutil.which('scontrol') is None:
-        return None
-    result = subprocess.run(['scontrol', 'requeue', job], capture_output=True, text=True)
-    if result.returncode != 0:
-        tqdm.write(f'warning: scontrol requeue {job} failed ({result.stderr.strip()}); resubmit the job to resume')
-        return None
-    return job

@@ -10,6 +10,9 @@ A checkpoint is a dict of tensors and plain Python values only, so that it loads
 
 Beside it, plain weights (a state_dict, as the inference scripts load) are written on a schedule:
 `epoch-E-iter-S.pth` after step S, `epoch-E.pth` after the last step of epoch E.
+
+Also here: an optimizer step that the device undoes where it must be skipped (`step_unless`), so that the
+host need not wait to decide.
 """
 import os
 import random
@@ -22,7 +25,7 @@ import torch.distributed as dist
 
 from common.errors import UserError, first_line
 from common.files import save_torch
-from model.checkpoint import describe_load_error
+from model.checkpoint import describe_load_error, detect_backbone
 
 TRAINING_STATE = 'last.pth'
 # What a write leaves behind when it is killed, for the names a trainer writes only: `.<name>.<random>.partial.pth`
@@ -50,6 +53,45 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     torch.set_rng_state(state['torch'])
     if state['cuda'] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state['cuda'])
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> Dict[tuple, torch.Tensor]:
+    """What an optimizer step changes on the device, by (parameter number, name): the parameters that have a
+    gradient, and their optimizer state of their shape (Adam's moments; not its step counts)."""
+    tensors = {}
+    for i, p in enumerate(p for group in optimizer.param_groups for p in group['params']):
+        if p.grad is not None:
+            tensors[i, 'param'] = p
+            tensors.update(((i, name), t) for name, t in optimizer.state.get(p, {}).items()
+                           if torch.is_tensor(t) and t.shape == p.shape and t.device == p.device)
+    return tensors
+
+
+@torch.no_grad()
+def step_unless(optimizer: torch.optim.Optimizer, skip: torch.Tensor, saved: Dict[tuple, torch.Tensor]) -> None:
+    """optimizer.step(), undone on the device where `skip` (a bool tensor) is true: the optimizer's tensors
+    get their values from before it back (from `saved`, copies kept between calls: for Adam three times the
+    parameters' memory), or zeros where the step made them. torch.optim keeps its step counts on the host:
+    a skipped step advances them until `uncount_steps` takes it off."""
+    before = optimizer_tensors(optimizer)
+    for key, tensor in before.items():
+        if key not in saved:
+            saved[key] = torch.empty_like(tensor)
+    torch._foreach_copy_([saved[key] for key in before], list(before.values()))
+    optimizer.step()
+    for key, tensor in optimizer_tensors(optimizer).items():
+        if key in before:
+            torch.where(skip, saved[key], tensor, out=tensor)
+        else:
+            tensor.masked_fill_(skip, 0)
+
+
+def uncount_steps(optimizer: torch.optim.Optimizer, skipped: int) -> None:
+    """Takes `skipped` steps that step_unless undid off the optimizer's step counts (Adam's bias correction
+    of the steps in between had a count that many too large)."""
+    for state in optimizer.state.values():
+        if skipped and 'step' in state:
+            state['step'] -= skipped
 
 
 def gather_rng_states(world_size: int) -> List[Dict[str, Any]]:
@@ -151,3 +193,26 @@ def load_training_state(path: str, map_location) -> Dict[str, Any]:
         raise UserError(f"--resume {path}: not a training checkpoint of this project (missing {sorted(missing)}); "
                         "plain weights are loaded with --model-last-checkpoint instead")
     return state
+
+
+def describe_mismatch(model: torch.nn.Module, state_dict: Dict[str, torch.Tensor], args) -> str:
+    """Why a training checkpoint's weights do not load into the model of this run, in one line."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    reshaped = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+    found = detect_backbone(state_dict)
+    if found is not None and found != args.model_backbone:
+        return (f'it holds a {found} model but this run builds --model-backbone {args.model_backbone}; '
+                f'pass --model-backbone {found}, or another --model-name for a new run')
+    if missing and all(k.startswith('refiner.') for k in missing) and not unexpected and not reshaped:
+        return ('it holds the training state of a MattingBase (no refiner): start the refine stage from its '
+                'weights with --model-last-checkpoint instead')
+    if unexpected and all(k.startswith('refiner.') for k in unexpected) and not missing and not reshaped:
+        return 'it holds the training state of a MattingRefine, not of this MattingBase'
+    parts = [f'{len(keys)} {what} (e.g. {keys[0]})' for keys, what in
+             ((missing, 'missing'), (unexpected, 'unexpected'), (reshaped, 'of other shapes')) if keys]
+    if not parts:
+        return "its optimizer or scaler state does not fit this run's: it is the checkpoint of another kind of run"
+    return (f'its weights do not fit this {type(model).__name__} ({", ".join(parts)}): it is the checkpoint of '
+            'another kind of run')
