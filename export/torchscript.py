@@ -19,7 +19,7 @@ from common.files import check_output_file, write_bytes
 from inference.model import load_model
 from model import MattingRefine
 from model.checkpoint import is_torchscript_archive
-from model.model import AUTO_FLAGS, RUNTIME_SETTINGS
+from model.model import AUTO_SENTINELS, RUNTIME_SETTINGS
 
 
 METADATA_NAME = 'bgmv2.json'
@@ -47,18 +47,23 @@ class HoistedMattingRefine(nn.Module):
         self.refine_sample_pixels = model.refiner.sample_pixels
         self.refine_threshold = model.refiner.threshold
         self.refine_prevent_oversampling = model.refiner.prevent_oversampling
-        self.auto_backbone_scale = bool(model.auto_backbone_scale)
-        self.auto_sample_pixels = bool(model.auto_sample_pixels)
+        # 'auto' is held as its sentinel (AUTO_SENTINELS): setting a number turns it off.
+        if model.auto_backbone_scale:
+            self.backbone_scale = AUTO_SENTINELS['backbone_scale']
+        if model.auto_sample_pixels:
+            self.refine_sample_pixels = AUTO_SENTINELS['refine_sample_pixels']
 
     def forward(self, src: torch.Tensor, bgr: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                                     torch.Tensor, torch.Tensor, torch.Tensor]:
-        self.model.backbone_scale = self.backbone_scale
+        self.model.auto_backbone_scale = self.backbone_scale <= 0.0
+        if not self.model.auto_backbone_scale:
+            self.model.backbone_scale = self.backbone_scale
+        self.model.auto_sample_pixels = self.refine_sample_pixels < 0
+        if not self.model.auto_sample_pixels:
+            self.model.refiner.sample_pixels = self.refine_sample_pixels
         self.model.refiner.mode = self.refine_mode
-        self.model.refiner.sample_pixels = self.refine_sample_pixels
         self.model.refiner.threshold = self.refine_threshold
         self.model.refiner.prevent_oversampling = self.refine_prevent_oversampling
-        self.model.auto_backbone_scale = self.auto_backbone_scale
-        self.model.auto_sample_pixels = self.auto_sample_pixels
         return self.model(src, bgr)
 
 
@@ -74,7 +79,7 @@ def script_model(model: nn.Module, freeze: bool = False) -> torch.jit.ScriptModu
         warnings.simplefilter('ignore', FutureWarning)  # torch.jit is deprecated, still the way to do this
         scripted = torch.jit.script(model.eval())
         if freeze:
-            preserved = [name for name in (*RUNTIME_SETTINGS, *AUTO_FLAGS.values()) if hasattr(scripted, name)]
+            preserved = [name for name in RUNTIME_SETTINGS if hasattr(scripted, name)]
             scripted = torch.jit.freeze(scripted, preserved_attrs=preserved)
     return scripted
 

@@ -7,7 +7,27 @@ from torchvision.models import mobilenet_v3_large
 from torchvision.models.mobilenetv2 import MobileNetV2
 
 
-class MobileNetV2Encoder(MobileNetV2):
+class FeaturePyramid(nn.Module):
+    """The forward of both MobileNet encoders: `features` run in turn, the input and the outputs of the
+    stages that end at features[1] (1/2), [3] (1/4) and [6] (1/8) kept for the decoder's shortcuts.
+
+    Output, deepest first: (x4, x3, x2, x1, x0), x0 the input itself.
+    """
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        x0, x1, x2, x3 = x, x, x, x
+        for index, block in enumerate(self.features):
+            x = block(x)
+            if index == 1:
+                x1 = x
+            elif index == 3:
+                x2 = x
+            elif index == 6:
+                x3 = x
+        return x, x3, x2, x1, x0
+
+
+class MobileNetV2Encoder(FeaturePyramid, MobileNetV2):
     """torchvision's MobileNetV2 without its last 1x1 convolution and classifier, with stages from
     block 14 on dilated so that the output stride is 16.
 
@@ -36,33 +56,8 @@ class MobileNetV2Encoder(MobileNetV2):
             block.conv[1][0].padding = (2, 2)
         del self.classifier
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        x0 = x
-        x = self.features[0](x)
-        x = self.features[1](x)
-        x1 = x
-        x = self.features[2](x)
-        x = self.features[3](x)
-        x2 = x
-        x = self.features[4](x)
-        x = self.features[5](x)
-        x = self.features[6](x)
-        x3 = x
-        x = self.features[7](x)
-        x = self.features[8](x)
-        x = self.features[9](x)
-        x = self.features[10](x)
-        x = self.features[11](x)
-        x = self.features[12](x)
-        x = self.features[13](x)
-        x = self.features[14](x)
-        x = self.features[15](x)
-        x = self.features[16](x)
-        x = self.features[17](x)
-        return x, x3, x2, x1, x0
 
-
-class MobileNetV3Encoder(nn.Module):
+class MobileNetV3Encoder(FeaturePyramid):
     """torchvision's MobileNetV3-Large feature extractor with a dilated last stage (output stride 16,
     torchvision's `dilated=True`, as its LR-ASPP segmentation model uses) and no classifier.
 
@@ -87,27 +82,3 @@ class MobileNetV3Encoder(nn.Module):
         self.features = mobilenet_v3_large(weights=None, dilated=True).features
         if in_channels != 3:
             self.features[0][0] = nn.Conv2d(in_channels, 16, 3, 2, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        x0 = x
-        x = self.features[0](x)
-        x = self.features[1](x)
-        x1 = x
-        x = self.features[2](x)
-        x = self.features[3](x)
-        x2 = x
-        x = self.features[4](x)
-        x = self.features[5](x)
-        x = self.features[6](x)
-        x3 = x
-        x = self.features[7](x)
-        x = self.features[8](x)
-        x = self.features[9](x)
-        x = self.features[10](x)
-        x = self.features[11](x)
-        x = self.features[12](x)
-        x = self.features[13](x)
-        x = self.features[14](x)
-        x = self.features[15](x)
-        x = self.features[16](x)
-        return x, x3, x2, x1, x0

@@ -20,8 +20,10 @@ BACKBONES = ('resnet50', 'resnet101', 'mobilenetv2', 'mobilenetv3')
 RUNTIME_SETTINGS = {'backbone_scale': 'backbone_scale', 'refine_mode': 'refiner.mode',
                     'refine_sample_pixels': 'refiner.sample_pixels', 'refine_threshold': 'refiner.threshold',
                     'refine_prevent_oversampling': 'refiner.prevent_oversampling'}
-# The settings that may be 'auto', and the attribute (of the model) saying that they are.
+# The settings that may be 'auto', and the attribute (of the model) saying that they are; a TorchScript
+# file of export_torchscript.py holds 'auto' as a value that no number takes (so setting one turns it off).
 AUTO_FLAGS = {'backbone_scale': 'auto_backbone_scale', 'refine_sample_pixels': 'auto_sample_pixels'}
+AUTO_SENTINELS = {'backbone_scale': 0.0, 'refine_sample_pixels': -1}
 BUILD_SETTINGS = {'refine_kernel_size': 'refiner.kernel_size', 'refine_patch_crop_method': 'refiner.patch_crop_method',
                   'refine_patch_replace_method': 'refiner.patch_replace_method'}
 
@@ -80,15 +82,13 @@ def set_refine_settings(model: nn.Module, **settings) -> None:
     if isinstance(model, CUDAGraphs):
         model = model.module
     for name, value in settings.items():
-        if not hasattr(model, 'refine_mode') and not hasattr(model, 'refiner'):
-            continue
-        if name in AUTO_FLAGS:  # 'auto' (or None) sets the flag; a number clears it
-            setattr(model, AUTO_FLAGS[name], is_auto(value))
-            if is_auto(value):
-                continue
-        if hasattr(model, 'refine_mode'):  # TorchScript: hoisted to the top level
-            setattr(model, name, value)
-        else:
+        if hasattr(model, 'refine_mode'):  # TorchScript: hoisted to the top level, 'auto' as its sentinel
+            setattr(model, name, AUTO_SENTINELS[name] if name in AUTO_SENTINELS and is_auto(value) else value)
+        elif hasattr(model, 'refiner'):
+            if name in AUTO_FLAGS:  # 'auto' (or None) sets the flag; a number clears it
+                setattr(model, AUTO_FLAGS[name], is_auto(value))
+                if is_auto(value):
+                    continue
             owner, _, attribute = RUNTIME_SETTINGS[name].rpartition('.')
             setattr(_get(model, owner) if owner else model, attribute, value)
 

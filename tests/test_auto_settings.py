@@ -90,3 +90,20 @@ def test_the_scripts_default_to_auto_and_take_numbers():
     assert model.refiner.sample_pixels == 320_000
     with pytest.raises(SystemExit):
         parse('--model-backbone-scale', 'half')
+
+
+def test_a_torchscript_file_holds_auto_and_a_number_set_on_it_turns_auto_off(tmp_path):
+    """export_torchscript.py's default: 'auto' in the file; setting a number on the file (or with
+    set_refine_settings) runs that number."""
+    torch.manual_seed(0)
+    auto = MattingRefine('mobilenetv2', backbone_scale=AUTO, refine_sample_pixels=AUTO).eval()
+    scripted = script_model(copy.deepcopy(auto))
+    src, bgr = inputs(96, 160, 1)
+    assert_close(run(scripted, src, bgr)[:5], run(auto, src, bgr)[:5], rel=1e-5, what='auto')
+    scripted.backbone_scale = 0.25
+    set_refine_settings(scripted, refine_sample_pixels=800)
+    fixed = MattingRefine('mobilenetv2', backbone_scale=0.25, refine_sample_pixels=800).eval()
+    fixed.load_state_dict(auto.state_dict())
+    assert_close(run(scripted, src, bgr)[:5], run(fixed, src, bgr)[:5], rel=1e-5, what='numbers')
+    set_refine_settings(scripted, backbone_scale=AUTO, refine_sample_pixels=AUTO)
+    assert_close(run(scripted, src, bgr)[:5], run(auto, src, bgr)[:5], rel=1e-5, what='auto again')

@@ -40,7 +40,7 @@ def export(checkpoint, path, *options):
 
 @pytest.fixture(scope='module')
 def refine_file(checkpoint, tmp_path_factory):
-    return export(checkpoint, tmp_path_factory.mktemp('torchscript') / 'model.pth')
+    return export(checkpoint, tmp_path_factory.mktemp('torchscript') / 'model.pth', '--model-backbone-scale', '0.25')
 
 
 def load(path):
