@@ -1,8 +1,10 @@
 """Devices and precisions, named the same way by every script: `--device auto|cpu|cuda|cuda:N` and
 `--precision fp32|fp16|bf16` (training adds `auto`: fp16 on CUDA, fp32 on the CPU)."""
 import contextlib
+import os
 import re
 import warnings
+from typing import Optional
 
 import torch
 
@@ -19,10 +21,24 @@ def check_device_name(name: str) -> str:
     return name
 
 
-def resolve_device(name: str, option: str = '--device') -> torch.device:
-    """'auto' picks CUDA when present; a device that does not exist here is a UserError."""
+def local_task(env=os.environ) -> Optional[int]:
+    """This process's index among the tasks of its node: torchrun's LOCAL_RANK, or SLURM_LOCALID inside a
+    job step (srun); None elsewhere."""
+    for name in ('LOCAL_RANK', 'SLURM_LOCALID'):
+        if name in env and (name == 'LOCAL_RANK' or 'SLURM_STEP_ID' in env) and env[name].isdigit():
+            return int(env[name])
+    return None
+
+
+def resolve_device(name: str, option: str = '--device', env=os.environ) -> torch.device:
+    """'auto' picks CUDA when present (a task of several on a node with several visible GPUs takes its
+    own: cuda:LOCAL_RANK, or cuda:SLURM_LOCALID in a job step); a device that does not exist here is a
+    UserError."""
     if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+        if not torch.cuda.is_available():
+            return torch.device('cpu')
+        local, count = local_task(env), torch.cuda.device_count()
+        return torch.device('cuda', local % count) if local is not None and count > 1 else torch.device('cuda')
     try:
         device = torch.device(name)
     except RuntimeError:

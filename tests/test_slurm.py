@@ -24,6 +24,7 @@ from test_inference_utils import composite_subject, save_png, textured_plate
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_EXAMPLE = os.path.join(ROOT, 'scripts', 'slurm', 'train_base_one_node.sbatch')
 ARRAY_EXAMPLE = os.path.join(ROOT, 'scripts', 'slurm', 'matte_images_array.sbatch')
+NODE_EXAMPLE = os.path.join(ROOT, 'scripts', 'slurm', 'matte_images_node.sbatch')
 TWO_TASKS = ['--gpus-per-node=0', '--nodes=1', '--ntasks-per-node=2', '--cpus-per-task=1']
 
 pytestmark = pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements()))
@@ -194,6 +195,46 @@ def test_a_failed_job_is_not_requeued(cluster, job_env, tmp_path):
     text = read_output(output)
     assert job['JobState'] == 'FAILED' and job['Restarts'] == '0', text
     assert find_lines(text, r'train_base.py: error: .*no-data'), text
+
+
+def image_pairs(tmp_path, count=15):
+    """`count` source and plate PNGs in tmp_path/src and tmp_path/bgr, and random MattingRefine weights."""
+    plate = textured_plate(64, 64)
+    names = [f'take{n // 5}/{n:04d}' for n in range(count)]
+    for index, name in enumerate(names):
+        save_png(tmp_path / 'src' / f'{name}.png', composite_subject(plate, 0.3 + 0.02 * index)[0])
+        save_png(tmp_path / 'bgr' / f'{name}.png', plate)
+    torch.manual_seed(0)
+    checkpoint = str(tmp_path / 'weights.pth')
+    torch.save(MattingRefine('mobilenetv2').state_dict(), checkpoint)
+    return names, checkpoint
+
+
+def matting_args(tmp_path, checkpoint):
+    return ['--src', str(tmp_path / 'src'), '--bgr', str(tmp_path / 'bgr'), '--output-dir', str(tmp_path / 'out'),
+            '--output-types', 'pha', '--device', 'cpu', '--model-backbone', 'mobilenetv2', '--model-checkpoint',
+            checkpoint, '--model-backbone-scale', '0.5', '--model-refine-sample-pixels', '2000']
+
+
+def written_pairs(out):
+    return sorted(os.path.splitext(os.path.relpath(os.path.join(root, f), out / 'pha'))[0]
+                  for root, _, files in os.walk(out / 'pha') for f in files)
+
+
+def test_the_tasks_of_a_job_step_matte_disjoint_shards_that_cover_every_image(cluster, job_env, tmp_path):
+    """The 4-GPU node example with 2 tasks: srun gives each task its shard (SLURM_PROCID of
+    SLURM_STEP_NUM_TASKS)."""
+    names, checkpoint = image_pairs(tmp_path, count=10)
+    output = str(tmp_path / 'node.out')
+    job_id = cluster.sbatch(NODE_EXAMPLE, *matting_args(tmp_path, checkpoint),
+                            options=['--ntasks-per-node=2', '--gpus-per-task=0', '--cpus-per-task=1',
+                                     f'--output={output}'], cwd=ROOT, env=job_env)
+    job = cluster.wait_ended(job_id, timeout=180)
+    text = read_output(output)
+    assert job['JobState'] == 'COMPLETED', text + cluster.job_log(job_id)
+    counts = [int(n) for n in re.findall(r'shard [12]/2: (\d+) image pair', text)]
+    assert len(counts) == 2 and sum(counts) == len(names) and all(counts), text
+    assert written_pairs(tmp_path / 'out') == sorted(names)
 
 
 def test_a_job_array_mattes_disjoint_shards_that_cover_every_image(cluster, job_env, tmp_path):
