@@ -36,14 +36,18 @@ and pixel shape, and its audio tracks unless --no-audio):
     OUT/com/ RGBA PNG, OUT/pha/ OUT/err/ OUT/ref/ grayscale, OUT/fgr/ RGB;
     OUT/composite/ RGB over --replacement-background when one is given.
 
-Existing outputs (a video file, or a non-empty frame folder) are not replaced unless --overwrite is
-given; videos and frame folders are written under a hidden temporary name and put in place once
-complete, so a replaced frame folder keeps no frame of an earlier run.
+A run holds its output folder (OUT/.bgm-output.lock names it): a second run into it is refused, the
+tasks of a --shard job array excepted. Existing outputs (a video file, or a non-empty frame folder)
+are not replaced unless --overwrite is given; videos and frame folders are written under a hidden
+temporary name and put in place once complete, so a replaced frame folder keeps no frame of an
+earlier run.
 """
 import argparse
 import os
 
+from common.files import OutputLock
 from common.memory import retain_freed_memory
+from common.shards import parse_shard
 from inference.cli import exit_on_user_error, parse_bit_rate, parse_frame_rate
 from inference.matting import DEFAULT_COMPOSITE_COLOUR, OUTPUT_TYPES
 from inference.model import add_model_arguments, default_to_demo_checkpoint
@@ -125,7 +129,14 @@ def main(argv=None) -> None:
     if args.crf is not None and not 0 <= args.crf <= 51:
         parser.error(f'--crf {args.crf:g}: expected 0 (lossless) to 51')
     default_to_demo_checkpoint(args, parser)
-    exit_on_user_error(parser.prog, lambda: run(args, parser))
+    exit_on_user_error(parser.prog, lambda: run_locked(args, parser))
+
+
+def run_locked(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """`run` holding the lock of --output-dir (common.files.OutputLock): a second run into the same folder
+    (the same shard, or all of it) is refused, naming the first, instead of replacing its outputs."""
+    with OutputLock(args.output_dir, parse_shard(args.shard)):
+        run(args, parser)
 
 
 if __name__ == '__main__':

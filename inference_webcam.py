@@ -2,6 +2,9 @@
 
 The window first shows the camera: step out of view and press B to take the clean plate; matting
 starts. B takes the plate again, Q (or Esc) quits. An FPS counter is overlaid (--hide-fps hides it).
+--bgr FILE starts with a clean plate shot before (B still replaces it). A plate taken on the spot that
+differs from the frames around it in a large region (someone was in view) is warned about. Without
+--model-checkpoint, the bundled demonstration model is used.
 
 Example:
 
@@ -14,7 +17,8 @@ Example:
         --replacement-background beach.jpg \\
         --virtual-camera
 
-Without a display (servers, tests), the plate is the median of the first frame(s):
+Without a display (servers, tests), the plate is --bgr FILE or the median of the first frame(s), and
+a line of progress (frames/s) is printed every few seconds:
 
     python inference_webcam.py --model-checkpoint model.pth --source clip.mp4 \\
         --headless --max-frames 100 --output out/webcam.mp4
@@ -28,7 +32,7 @@ import os
 
 from common.memory import retain_freed_memory
 from inference.cli import exit_on_user_error
-from inference.model import add_model_arguments
+from inference.model import add_model_arguments, default_to_demo_checkpoint
 from inference.webcam import run
 
 
@@ -37,14 +41,17 @@ def get_args_parser() -> argparse.ArgumentParser:
                                      description='Live matting of a webcam (BGMv2).',
                                      epilog=__doc__.split('\n\n', 2)[2],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(parser)
+    add_model_arguments(parser, checkpoint_required=False)
     group = parser.add_argument_group('input')
     group.add_argument('--source', '--video-device-id', '--video_device_id', dest='source', default='0',
                        help='a camera index, a stream URL or a video file (default 0, the first camera)')
     group.add_argument('--resolution', type=int, nargs=2, metavar=('W', 'H'), help='resolution to ask the camera for')
+    group.add_argument('--bgr', metavar='FILE',
+                       help='the clean plate: an image of the scene without the subject, shot with the same camera '
+                            '(resized to the frames when only the resolution differs); B replaces it')
     group.add_argument('--bgr-first-frames', type=int, metavar='N',
                        help='take the clean plate from the first N frames instead of the B key (default 1 with '
-                            '--headless)')
+                            '--headless and no --bgr)')
     group = parser.add_argument_group('output')
     group.add_argument('--replacement-background', default='white', metavar='COLOUR|IMAGE|VIDEO',
                        help="behind the subject: a colour ('white', '#78ff9b', '120,255,155'), an image or a "
@@ -62,6 +69,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     parser = get_args_parser()
     args = parser.parse_args(argv)
+    default_to_demo_checkpoint(args, parser)
     exit_on_user_error(parser.prog, lambda: run(args, parser))
 
 

@@ -2,10 +2,15 @@
 
 Every writer of the project (images, videos, checkpoints, exports, results) writes under a hidden
 temporary name beside its target and renames it when complete, so no reader ever sees a half-written
-file and no crash leaves one under the real name; the temporary is removed on failure.
+file and no crash leaves one under the real name; the temporary is removed on failure. `OutputLock`
+keeps a second run out of an output folder that a first one is writing into.
 """
+import json
 import os
 import re
+import socket
+import sys
+import time
 import uuid
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -174,3 +179,234 @@ def check_output_file(path: str, option: str = '--output') -> None:
     problem = folder_problem(os.path.dirname(os.path.abspath(path)))
     if problem:
         raise UserError(f"{option} {path}: cannot write there ({problem})")
+
+
+# --------------------------------------------------------------------------- one run per output folder
+
+LOCK_NAME = '.bgm-output.lock'  # hidden: listings of images and frames skip it
+
+
+class FolderTaken(UserError):
+    """`OutputLock(..., new=True)`: the folder came to exist before this run could make it."""
+
+
+# Folders an OutputLock made, and which it removes on release if they are still empty, unless the
+# run took them as its output folders meanwhile (`keep_folder`): {absolute path: the lock}.
+_MADE_BY_LOCKS: Dict[str, 'OutputLock'] = {}
+
+
+def keep_folder(path: str) -> None:
+    """The run writes into `path` now: it (and the folders above it) stays, empty or not, as a folder the
+    run made itself would (see OutputLock)."""
+    folder = os.path.abspath(path)
+    while True:
+        lock = _MADE_BY_LOCKS.pop(folder, None)
+        if lock is not None and folder in lock.created:
+            lock.created.remove(folder)
+        if os.path.dirname(folder) == folder:
+            return
+        folder = os.path.dirname(folder)
+
+
+def _process_start(pid: int) -> Optional[str]:
+    """When process `pid` started (clock ticks since boot, Linux), to tell it from a later one given its pid."""
+    try:
+        with open(f'/proc/{pid}/stat') as file:
+            return file.read().rsplit(')', 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _running_here(holder: dict) -> bool:
+    """Whether the process that wrote `holder` (a lock of this host) still runs."""
+    pid = holder.get('pid')
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    started = holder.get('pid_start')
+    return started is None or _process_start(pid) in (None, started)
+
+
+class OutputLock:
+    """Keeps two runs from writing into one output folder at once: a context manager.
+
+    On entry it makes the folder if needed and creates FOLDER/.bgm-output.lock (FOLDER/.bgm-output.lock.
+    shard-I-of-N for a shard), which names the holder: pid, host, command and start time. A second run
+    is refused with a UserError naming the holder: one holding the whole folder, the same shard, or a
+    shard of another count (their items overlap); the shards of one job array (I/N, N the same) share
+    the folder. A lock whose process is gone (on this host) is taken over with a note on stderr; one of
+    another host is trusted, and the message says which file to delete if that run is over. The lock
+    file is created complete (written aside, then hard-linked into place), so it is never seen half
+    written. On exit the lock is removed, and so are the folders it made if they stayed empty and the
+    run did not take them as its own (`keep_folder`, which `prepare_output_dir` calls): a run that
+    fails early leaves nothing behind, and one stopped later keeps its output folder as it would
+    have without the lock.
+
+    new: the folder must not exist yet (a default output folder chosen as a fresh one): FolderTaken
+    when another run made it first, so that the caller can choose the next name.
+    """
+
+    def __init__(self, folder: str, shard=None, option: str = '--output-dir', new: bool = False):
+        self.folder, self.option, self.new = folder, option, new
+        self.name = LOCK_NAME if shard is None else f'{LOCK_NAME}.shard-{shard.index}-of-{shard.count}'
+        self.path = os.path.join(folder, self.name)
+        self.record: Optional[dict] = None
+        self.created: List[str] = []
+
+    def acquire(self) -> 'OutputLock':
+        """Takes the lock, or raises UserError naming its holder (FolderTaken: see `new`)."""
+        check_folder_can_be_made(self.folder, self.option)
+        try:
+            self._make_folder()
+            self._acquire()
+        except BaseException:
+            self._remove_made_folders()
+            raise
+        return self
+
+    def release(self) -> None:
+        if self.record is not None and self._read(self.path) == self.record:
+            remove_quietly(self.path)
+        self.record = None
+        self._remove_made_folders()
+
+    def __enter__(self) -> 'OutputLock':
+        return self if self.record is not None else self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    # ------------------------------------------------------------------ inside
+
+    def _make_folder(self) -> None:
+        missing, folder = [], os.path.abspath(self.folder)
+        while not os.path.isdir(folder):
+            missing.append(folder)
+            folder = os.path.dirname(folder)
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder)
+            except FileExistsError:
+                if self.new and folder == missing[0]:
+                    raise FolderTaken(f"{self.option} {self.folder}: made by another run meanwhile") from None
+                continue
+            except OSError as error:
+                raise UserError(f"{self.option} {self.folder}: cannot write there ({error.strerror or error})") \
+                    from error
+            self.created.append(folder)
+            _MADE_BY_LOCKS[folder] = self
+        if self.new and not self.created:
+            raise FolderTaken(f"{self.option} {self.folder}: exists already")
+
+    def _remove_made_folders(self) -> None:
+        for folder in reversed(self.created):
+            _MADE_BY_LOCKS.pop(folder, None)
+            try:
+                os.rmdir(folder)  # only if empty
+            except OSError:
+                break
+        self.created = []
+
+    def _acquire(self) -> None:
+        record = dict(pid=os.getpid(), host=socket.gethostname(), command=' '.join([sys.executable, *sys.argv]),
+                      started=time.strftime('%Y-%m-%d %H:%M:%S %z'), pid_start=_process_start(os.getpid()),
+                      nonce=uuid.uuid4().hex)
+        for _ in range(10):  # each turn removes a stale lock, or ends
+            if not self._create(json.dumps(record, indent=1) + '\n'):
+                holder = self._read(self.path)
+                if self._stale(holder):
+                    self._take_over(self.path, holder)
+                    continue
+                raise self._refusal(self.path, holder)
+            self.record = record
+            for name in sorted(os.listdir(self.folder)):
+                other = os.path.join(self.folder, name)
+                if name == self.name or not name.startswith(LOCK_NAME) or name.endswith('.stale') \
+                        or not self._conflicts(name):
+                    continue
+                holder = self._read(other)
+                if holder is None and not os.path.exists(other):
+                    continue
+                if self._stale(holder):
+                    self._take_over(other, holder)
+                    continue
+                self.release()
+                raise self._refusal(other, holder)
+            return
+        raise UserError(f"{self.option} {self.folder}: could not take its lock {self.path}; try again")
+
+    def _create(self, text: str) -> bool:
+        """Creates the lock file with `text`, all at once; False when it exists."""
+        aside = os.path.join(self.folder, f'.{self.name}.{uuid.uuid4().hex[:8]}.aside')
+        try:
+            with open(aside, 'w') as file:
+                file.write(text)
+            try:
+                os.link(aside, self.path)
+            except FileExistsError:
+                return False
+            except OSError:  # a file system without hard links: exclusive creation instead
+                try:
+                    descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    return False
+                with os.fdopen(descriptor, 'w') as file:
+                    file.write(text)
+            return True
+        except OSError as error:
+            raise UserError(f"{self.option} {self.folder}: cannot write there ({error.strerror or error})") \
+                from error
+        finally:
+            remove_quietly(aside)
+
+    def _conflicts(self, name: str) -> bool:
+        """Whether the run holding lock file `name` may write what this run writes: not when both hold
+        distinct shards of one count."""
+        mine, theirs = (re.fullmatch(r'\.shard-(\d+)-of-(\d+)', n[len(LOCK_NAME):]) for n in (self.name, name))
+        return not (mine and theirs and mine.group(2) == theirs.group(2) and mine.group(1) != theirs.group(1))
+
+    @staticmethod
+    def _read(path: str) -> Optional[dict]:
+        try:
+            with open(path) as file:
+                holder = json.load(file)
+        except (OSError, ValueError):
+            return None
+        return holder if isinstance(holder, dict) else None
+
+    @staticmethod
+    def _stale(holder: Optional[dict]) -> bool:
+        return holder is not None and holder.get('host') == socket.gethostname() and not _running_here(holder)
+
+    def _take_over(self, path: str, holder: dict) -> None:
+        """Removes the stale lock `path` unless another run replaced it meanwhile (then it is put back)."""
+        grave = f'{path}.{uuid.uuid4().hex[:8]}.stale'
+        try:
+            os.rename(path, grave)
+        except FileNotFoundError:
+            return  # another run removed it first
+        if self._read(grave) != holder:  # a fresh lock of a run that took over before us
+            try:
+                os.link(grave, path)
+            except OSError:
+                pass
+        else:
+            print(f"warning: {self.option} {self.folder}: taking over the lock of a run that is no longer "
+                  f"running ({describe_holder(holder)})", file=sys.stderr, flush=True)
+        remove_quietly(grave)
+
+    def _refusal(self, path: str, holder: Optional[dict]) -> UserError:
+        who = describe_holder(holder) if holder else f"its lock file {path} cannot be read"
+        return UserError(f"{self.option} {self.folder}: another run is writing there ({who}); wait for it to end "
+                         f"or choose another folder; if that run is over, delete {path}")
+
+
+def describe_holder(holder: dict) -> str:
+    """'pid 123 on host, started 2025-01-01 10:00:00 +0000: python inference_images.py ...'"""
+    return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {holder.get('started', '?')}: "
+            f"{holder.get('command', '?')}")

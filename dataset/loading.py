@@ -1,17 +1,95 @@
 """Decoding images, and surviving the odd corrupt file in a data set of hundreds of thousands.
 
+Images are opened through `common.images`, so the pixel limit of BGM_MAX_IMAGE_PIXELS holds for
+training as for inference, and samples are read at their value: an alpha of 8 bits is a PIL 'L'
+image, one of 16 bits (grayscale 'I;16', or the fourth channel of a 16-bit RGBA PNG) a `PreciseAlpha`,
+a PIL 'F' image of 0 ~ 1 floats that keeps all 16 bits through the augmentation; a 16-bit grayscale
+foreground or background is scaled to 8-bit RGB (65535 -> 255), never clipped.
+
 A training data set skips an unreadable file with a warning and counts it; once a large share of
 the files it tried failed, it stops with CorruptDataError instead of training on garbage.
 """
 import os
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Sequence, Tuple
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageFilter
 
-# What PIL raises for truncated, malformed or absurdly large files.
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+from common.images import (SIXTEEN_BIT_MODES, ImageError, eight_bits, open_image, refuse_floating_point,
+                           sixteen_bit_alpha, sixteen_bit_gray, stored_bits)
+
+# What PIL raises for truncated, malformed or absurdly large files, and common.images for what it refuses.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, ImageError)
+
+
+class PreciseAlpha(Image.Image):
+    """An alpha matte of more than 8 bits: a PIL 'F' image of 0 ~ 1 floats.
+
+    It goes through the augmentation as an 'L' alpha does (every operation keeps the class), and
+    also takes the filters that PIL runs on 8-bit images only: `ImageFilter.BoxBlur` and kernels such
+    as `SHARPEN` run here in floating point, as PIL computes them less its rounding (clipped to 0 ~ 1
+    as PIL clips to 0 ~ 255); any other filter runs on an 8-bit copy. `F.to_tensor` returns its
+    values as they are: (1, H, W) float32, 0 ~ 1, like an 'L' alpha divided by 255.
+    """
+
+    @classmethod
+    def from_array(cls, values: np.ndarray) -> 'PreciseAlpha':
+        """values: (H, W), 0 ~ 1."""
+        return cls._adopt(Image.fromarray(np.ascontiguousarray(values, dtype=np.float32)))
+
+    @classmethod
+    def _adopt(cls, image: Image.Image) -> Image.Image:
+        if image.mode == 'F':
+            image.__class__ = cls
+        return image
+
+    def _new(self, im):  # what crop, resize, reduce, transpose, filter, copy ... return
+        return self._adopt(super()._new(im))
+
+    def transform(self, *args, **kwargs):  # PIL makes its result with Image.new, not _new
+        return self._adopt(super().transform(*args, **kwargs))
+
+    def filter(self, filter):
+        if self.mode != 'F':
+            return super().filter(filter)
+        filter = filter() if isinstance(filter, type) else filter
+        values = np.asarray(self, dtype=np.float32)
+        if isinstance(filter, ImageFilter.BoxBlur):
+            return self.from_array(box_blur(values, filter.radius))
+        if isinstance(filter, ImageFilter.BuiltinFilter):  # Kernel, and SHARPEN, SMOOTH ... (kernels too)
+            return self.from_array(kernel_filter(values, *filter.filterargs))
+        eight = Image.fromarray(eight_bits(values)).filter(filter)
+        return self.from_array(np.asarray(eight, dtype=np.float32) / 255)
+
+
+def box_blur(values: np.ndarray, radius) -> np.ndarray:
+    """PIL's BoxBlur on (H, W) floats: a box of 2r + 1 pixels (the outer two weighted by the fraction of
+    a fractional radius) along x, then along y, the edge pixels repeated."""
+    import cv2
+    rx, ry = (radius, radius) if isinstance(radius, (int, float)) else radius
+    if rx == 0 and ry == 0:
+        return values.copy()
+
+    def weights(r):
+        whole, part = int(r), r - int(r)
+        taps = [part] + [1.0] * (2 * whole + 1) + [part] if part else [1.0] * (2 * whole + 1)
+        return np.array(taps, np.float64) / (2 * r + 1)
+    return cv2.sepFilter2D(values, -1, weights(rx), weights(ry), borderType=cv2.BORDER_REPLICATE).clip(0, 1)
+
+
+def kernel_filter(values: np.ndarray, size, scale, offset, kernel) -> np.ndarray:
+    """PIL's Kernel filter on (H, W) floats of 0 ~ 1: the kernel flipped vertically, divided by `scale`,
+    `offset` (in 8-bit levels) added; the border that the kernel does not cover kept as it is."""
+    import cv2
+    width, height = size
+    taps = np.array(kernel, np.float64).reshape(height, width)[::-1] / scale
+    out = cv2.filter2D(values, -1, taps, borderType=cv2.BORDER_REPLICATE) + offset / 255
+    mx, my = width // 2, height // 2
+    result = values.copy()
+    result[my:values.shape[0] - my, mx:values.shape[1] - mx] = out[my:values.shape[0] - my, mx:values.shape[1] - mx]
+    return result.clip(0, 1)
 
 
 class CorruptImageWarning(UserWarning):
@@ -22,19 +100,40 @@ class CorruptDataError(RuntimeError):
     """Too many images of a data set could not be read."""
 
 
-def load_image(path, mode: str) -> Image.Image:
-    """Decodes `path` fully (so corrupt data fails here, not later) and converts it to `mode`."""
-    with Image.open(path) as img:
-        return img.convert(mode)
+def load_colour(path) -> Image.Image:
+    """An image file as a PIL 'RGB' image, decoded fully (so corrupt data fails here, not later): 16-bit
+    grayscale scaled to 8 bits (65535 -> 255), 16-bit RGB as Pillow reads it (its 8 high bits)."""
+    with open_image(str(path)) as image:
+        image.load()
+        if image.mode in SIXTEEN_BIT_MODES:
+            return Image.fromarray(eight_bits(sixteen_bit_gray(image))).convert('RGB')
+        refuse_floating_point(image, str(path))
+        return image.convert('RGB')
 
 
-def load_rgba(path):
-    """An RGBA file as (pha 'L', fgr 'RGB'), the alpha taken from the fourth channel."""
-    with Image.open(path) as img:
-        if 'A' not in img.getbands():
-            raise ValueError(f'{path} has no alpha channel (bands {img.getbands()}); expected RGBA')
-        img = img.convert('RGBA')
-    return img.getchannel('A'), img.convert('RGB')
+def load_alpha(path) -> Image.Image:
+    """An alpha matte file, decoded fully: 'L' (0 ~ 255) from 8-bit files, a `PreciseAlpha` (0 ~ 1) from
+    16-bit grayscale ones; colour files are converted to their luma, at 8 bits."""
+    with open_image(str(path)) as image:
+        image.load()
+        if image.mode in SIXTEEN_BIT_MODES:
+            return PreciseAlpha.from_array(sixteen_bit_gray(image))
+        refuse_floating_point(image, str(path))
+        return image.convert('L')
+
+
+def load_rgba(path) -> Tuple[Image.Image, Image.Image]:
+    """An RGBA file as (pha, fgr 'RGB'), the alpha taken from the fourth channel: 'L', or a `PreciseAlpha`
+    for a file of 16 bits per channel."""
+    with open_image(str(path)) as image:
+        if 'A' not in image.getbands():
+            raise ValueError(f'{path} has no alpha channel (bands {image.getbands()}); expected RGBA')
+        bits = stored_bits(image)
+        image.load()
+        rgba = image.convert('RGBA')
+    alpha = sixteen_bit_alpha(str(path), rgba.size) if bits == 16 else None
+    pha = rgba.getchannel('A') if alpha is None else PreciseAlpha.from_array(alpha)
+    return pha, rgba.convert('RGB')
 
 
 class FailureTracker:

@@ -1,21 +1,26 @@
 """Training sources: foregrounds with their alphas, and backgrounds.
 
 Both skip unreadable files (see loading.py): item i falls back to i + 1, i + 2, ... so the choice is
-deterministic, and each skip is warned about and counted.
+deterministic, and each skip is warned about and counted. Files above the pixel limit of
+BGM_MAX_IMAGE_PIXELS (common.images) are skipped as unreadable ones, the warning naming the variable; a
+malformed value of it is a UserError when the data set is made, before any worker starts.
 """
 from pathlib import Path
 from typing import Sequence
 
 from torch.utils.data import Dataset
 
+from common.images import max_image_pixels
+
 from .files import ForegroundFile, list_images, pair_folders
-from .loading import DECODE_ERRORS, FailureTracker, load_image, load_rgba
+from .loading import DECODE_ERRORS, FailureTracker, load_alpha, load_colour, load_rgba
 
 
 class _SkippingDataset(Dataset):
     max_retries = 10
 
     def __init__(self, max_failure_fraction: float, min_attempts: int):
+        max_image_pixels()  # a malformed BGM_MAX_IMAGE_PIXELS fails here, in the main process
         self.failures = FailureTracker(max_failure_fraction, min_attempts)
 
     def _paths(self, index) -> Sequence:
@@ -46,7 +51,9 @@ class ForegroundDataset(_SkippingDataset):
     files: ForegroundFile entries, e.g. `dataset.paths.resolve_dataset(name, split, args).files`.
     transforms: optional, called as `transforms(pha, fgr)`.
 
-    Item i: (pha, fgr), pha a PIL 'L' image (alpha, 0 ~ 255), fgr a PIL 'RGB' image of the same size.
+    Item i: (pha, fgr), fgr a PIL 'RGB' image, pha of the same size: a PIL 'L' image (alpha, 0 ~ 255) from
+    an 8-bit file, a `loading.PreciseAlpha` ('F', 0 ~ 1) from a 16-bit one; both become the same (1, H, W)
+    float tensor of 0 ~ 1 under `F.to_tensor`.
     """
 
     def __init__(self, files: Sequence[ForegroundFile], transforms=None,
@@ -71,7 +78,7 @@ class ForegroundDataset(_SkippingDataset):
         file = self.files[index]
         if file.pha is None:
             return load_rgba(file.fgr)
-        pha, fgr = load_image(file.pha, 'L'), load_image(file.fgr, 'RGB')
+        pha, fgr = load_alpha(file.pha), load_colour(file.fgr)
         if pha.size != fgr.size:
             raise ValueError(f'alpha is {pha.size[0]}x{pha.size[1]} but foreground is {fgr.size[0]}x{fgr.size[1]}')
         return pha, fgr
@@ -104,7 +111,7 @@ class BackgroundDataset(_SkippingDataset):
         return (self.files[index],)
 
     def _load(self, index):
-        return load_image(self.files[index], 'RGB')
+        return load_colour(self.files[index])
 
     def __getitem__(self, index):
         img = self._first_readable(index)

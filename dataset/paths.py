@@ -45,6 +45,7 @@ class Layout:
     names: Tuple[str, ...]     # standard folder names under the root, the first that exists wins
     splits: Dict[str, Split]
     tree: str                  # the expected layout, for error messages and the README
+    source: str = ''           # how to get it, for `python data_path.py`
 
 
 def _held_out(*folders) -> Dict[str, Split]:
@@ -59,11 +60,13 @@ FOREGROUND_SETS: Dict[str, Layout] = {
         'VideoMatte240K_JPEG_SD/  (or VideoMatte240K_JPEG_HD/)\n'
         '  train/fgr/<clip>/<frame>.jpg\n'
         '  train/pha/<clip>/<frame>.jpg    alpha, grayscale JPEG\n'
-        '  test/{fgr,pha}/<clip>/<frame>.jpg    (split "valid")'),
+        '  test/{fgr,pha}/<clip>/<frame>.jpg    (split "valid")',
+        'download: https://grail.cs.washington.edu/projects/background-matting-v2/#/datasets'),
     'photomatte85': Layout(
         ('PhotoMatte85',), _held_out(Folders('.')),
         'PhotoMatte85/\n'
-        '  <name>.png    RGBA, alpha in the fourth channel'),
+        '  <name>.png    RGBA, alpha in the fourth channel',
+        'download: https://grail.cs.washington.edu/projects/background-matting-v2/#/datasets'),
     'p3m10k': Layout(
         ('P3M-10k', 'P3M10k'),
         {'train': Split((Folders('train/blurred_image', 'train/mask'),)),
@@ -73,7 +76,8 @@ FOREGROUND_SETS: Dict[str, Layout] = {
         '  train/blurred_image/<name>.jpg\n'
         '  train/mask/<name>.png    alpha, grayscale\n'
         '  validation/P3M-500-P/{blurred_image,mask,trimap}/    (split "valid")\n'
-        '  validation/P3M-500-NP/{original_image,mask,trimap}/    (split "valid_np")'),
+        '  validation/P3M-500-NP/{original_image,mask,trimap}/    (split "valid_np")',
+        'download: https://github.com/JizhiziLi/P3M (terms of use to accept)'),
     'distinctions646': Layout(
         ('Distinctions-646', 'Distinctions646'),
         {'train': Split((Folders('Train/FG', 'Train/GT'),)),
@@ -81,7 +85,8 @@ FOREGROUND_SETS: Dict[str, Layout] = {
         'Distinctions-646/\n'
         '  Train/FG/<name>.png    foreground\n'
         '  Train/GT/<name>.png    alpha\n'
-        '  Test/{FG,GT}/    (split "valid")'),
+        '  Test/{FG,GT}/    (split "valid")',
+        'on request from its authors: https://github.com/yuhaoliu7456/CVPR2020-HAttMatting'),
     'adobe': Layout(
         ('Combined_Dataset', 'Adobe_Deep_Matting_Dataset/Combined_Dataset'),
         {'train': Split((Folders('Training_set/Adobe-licensed images/fg', 'Training_set/Adobe-licensed images/alpha'),
@@ -90,17 +95,20 @@ FOREGROUND_SETS: Dict[str, Layout] = {
         'Combined_Dataset/\n'
         '  Training_set/Adobe-licensed images/{fg,alpha}/<name>.jpg\n'
         '  Training_set/Other/{fg,alpha}/<name>.png    (optional)\n'
-        '  Test_set/Adobe-licensed images/{fg,alpha}/    (split "valid")'),
+        '  Test_set/Adobe-licensed images/{fg,alpha}/    (split "valid")',
+        'on request from Adobe: https://sites.google.com/view/deepimagematting'),
     'synthetic': Layout(
         ('synthetic',), _held_out(Folders('fgr', 'pha')),
         'synthetic/    (python -m dataset.synthetic --out DIR)\n'
         '  fgr/<name>.png\n'
-        '  pha/<name>.png    alpha, grayscale'),
+        '  pha/<name>.png    alpha, grayscale',
+        'make it: python -m dataset.synthetic --out DIR/synthetic'),
     'custom': Layout(
         ('custom',), _held_out(Folders('fgr', 'pha')),
         'custom/    (or --data-path custom.fgr=DIR --data-path custom.pha=DIR)\n'
         '  fgr/<any/relative/name>.{jpg,png}\n'
-        '  pha/<any/relative/name>.{jpg,png}    alpha, grayscale, same relative names'),
+        '  pha/<any/relative/name>.{jpg,png}    alpha, grayscale, same relative names',
+        'your own foregrounds and alphas'),
 }
 
 BACKGROUND_SETS: Dict[str, Layout] = {
@@ -108,16 +116,19 @@ BACKGROUND_SETS: Dict[str, Layout] = {
         ('Backgrounds',), {'train': Split(('train',)), 'valid': Split(('valid',))},
         'Backgrounds/\n'
         '  train/<name>.jpg\n'
-        '  valid/<name>.jpg'),
+        '  valid/<name>.jpg',
+        'your own photos of scenes without people (or use bg20k)'),
     'bg20k': Layout(
         ('BG-20k', 'BG20k'), {'train': Split(('train',)), 'valid': Split(('testval',))},
         'BG-20k/\n'
         '  train/<name>.jpg\n'
-        '  testval/<name>.jpg    (split "valid")'),
+        '  testval/<name>.jpg    (split "valid")',
+        'download: https://github.com/JizhiziLi/GFM (BG-20k)'),
     'synthetic': Layout(
         ('synthetic',), _held_out('bgr'),
         'synthetic/    (python -m dataset.synthetic --out DIR)\n'
-        '  bgr/<name>.png'),
+        '  bgr/<name>.png',
+        'make it: python -m dataset.synthetic --out DIR/synthetic'),
 }
 
 # Keys that name a single folder rather than a data set.
@@ -274,6 +285,43 @@ def _split(items: list, groups: List[str], spec: Split, name: str, folder: Path)
         return holdout(items, groups, spec.holdout, VALID_FRACTION)
     except DataPathError as error:
         raise DataPathError(f'Data set {name!r} in {folder}: {error}') from None
+
+
+@dataclass(frozen=True)
+class SplitStatus:
+    """Where one split of a data set stands, for `python data_path.py`."""
+    kind: str                  # 'foreground' or 'background'
+    name: str
+    split: str
+    state: str                 # 'found', 'missing' (no folder), 'no location' (no root, no override), 'broken'
+    files: int                 # found: how many samples
+    folder: Optional[Path]     # where it was looked for (None: nowhere to look)
+    problem: str = ''          # broken / missing: the first line of the error
+
+
+def data_set_status(paths: DataPaths, names=()) -> List[SplitStatus]:
+    """Every split of every data set (or of `names`): found with its sample count, or why not."""
+    rows = []
+    for kind, sets in (('foreground', FOREGROUND_SETS), ('background', BACKGROUND_SETS)):
+        resolve = paths.foregrounds if kind == 'foreground' else paths.backgrounds
+        for name, layout in sets.items():
+            if names and name not in names:
+                continue
+            try:
+                folder = paths.folder(name, layout)
+            except DataPathError:
+                folder = None
+                if not (name == 'custom' and any(key in paths.overrides for key in FOLDER_KEYS)):
+                    rows += [SplitStatus(kind, name, split, 'no location', 0, None) for split in layout.splits]
+                    continue
+            for split in layout.splits:
+                try:
+                    resolved = resolve(name, split)
+                    rows.append(SplitStatus(kind, name, split, 'found', len(resolved), resolved.folder))
+                except DataPathError as error:
+                    state = 'missing' if folder is not None and not folder.is_dir() else 'broken'
+                    rows.append(SplitStatus(kind, name, split, state, 0, folder, str(error).splitlines()[0]))
+    return rows
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

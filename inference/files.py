@@ -5,7 +5,7 @@ import uuid
 from typing import Iterable, List, NamedTuple
 
 
-from common.files import IMAGE_EXTENSIONS, list_images, names_by_stem
+from common.files import IMAGE_EXTENSIONS, keep_folder, list_images, names_by_stem
 
 from .cli import InputError
 
@@ -51,11 +51,12 @@ def pair_images(src: str, bgr: str) -> Pairing:
 
 def prepare_output_dir(path: str, option: str = '--output-dir') -> None:
     """Creates the output folder if needed and checks that files can be written in it. An existing
-    folder is kept as it is: nothing in it is deleted."""
+    folder is kept as it is: nothing in it is deleted; one the run's OutputLock made stays too."""
     if os.path.exists(path) and not os.path.isdir(path):
         raise InputError(f"{option} {path}: is a file, not a folder")
     try:
         os.makedirs(path, exist_ok=True)
+        keep_folder(path)
         probe = os.path.join(path, f".write-test-{uuid.uuid4().hex[:8]}")
         with open(probe, 'wb'):
             pass

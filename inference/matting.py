@@ -223,9 +223,11 @@ def small_input_warning(model: nn.Module, height: int, width: int) -> Optional[s
         advice = f'use --model-backbone-scale {needed:g} or more'
     else:
         advice = 'use --model-backbone-scale 0.5 (the largest) with larger frames'
+    # Said of any model, whatever checkpoint was loaded: the sizes were measured on the bundled one.
     return (f"frames of {width}x{height} at backbone scale {scale:g} give the base network "
             f"{round(width * scale)}x{round(height * scale)} pixels; below {MIN_BASE_INPUT_SIDE} on the short side "
-            f"the bundled model's matte misses part of the subject (most of it below 30): {advice}")
+            f"its matte misses part of the subject (measured with the bundled model, which misses most of it "
+            f"below 30): {advice}")
 
 
 def warn_if_small_input(model: nn.Module, size: Tuple[int, int]) -> None:

@@ -1,7 +1,9 @@
-"""Clean plates: does a plate look right for its source (`check_plate`), aligning it onto the source
-for a camera that moved a little (`align_plate`), and a plate from frames before the subject entered
-(`median_plate`). Images are (H, W, 3) uint8 RGB."""
-from typing import NamedTuple, Optional, Sequence
+"""Clean plates: does a plate look right for its source (`check_plate`), and does it go on matching a
+clip's frames (`PlateWatch`), aligning it onto the source for a camera that moved a little
+(`align_plate`), and a plate from frames before the subject entered (`median_plate`). Images are
+(H, W, 3) uint8 RGB."""
+from fractions import Fraction
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -25,7 +27,11 @@ def check_plate(src: np.ndarray, bgr: np.ndarray) -> Optional[str]:
     Args:
         src, bgr: (H, W, 3) uint8, the same size.
     """
-    changed = changed_fraction(src, bgr)
+    return plate_problem(changed_fraction(src, bgr))
+
+
+def plate_problem(changed: float) -> Optional[str]:
+    """What a changed fraction (see `changed_fraction`) of the picture says about a plate, or None."""
     if changed < PLATE_SAME_FRACTION:
         return "the clean plate is nearly identical to the source: is the subject in view?"
     if changed > PLATE_DIFFERENT_FRACTION:
@@ -34,16 +40,115 @@ def check_plate(src: np.ndarray, bgr: np.ndarray) -> Optional[str]:
     return None
 
 
+def shrink(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 shrunk to PLATE_CHECK_WIDTH wide (area averaging, aspect kept)."""
+    height = max(1, round(image.shape[0] * PLATE_CHECK_WIDTH / image.shape[1]))
+    return cv2.resize(image, (PLATE_CHECK_WIDTH, height), interpolation=cv2.INTER_AREA)
+
+
 def changed_fraction(src: np.ndarray, bgr: np.ndarray) -> float:
     """The fraction of the picture where the plate differs from the source, 0 ~ 1 (see PLATE_CHANGE_LEVEL).
 
     Args:
         src, bgr: (H, W, 3) uint8, the same size.
     """
-    height = max(1, round(src.shape[0] * PLATE_CHECK_WIDTH / src.shape[1]))
-    small = [cv2.resize(x, (PLATE_CHECK_WIDTH, height), interpolation=cv2.INTER_AREA).astype(np.int16)
-             for x in (src, bgr)]
+    small = [shrink(x).astype(np.int16) for x in (src, bgr)]
     return float((np.abs(small[0] - small[1]).max(axis=2) > PLATE_CHANGE_LEVEL * 255).mean())
+
+
+# A clip's plate is checked on a frame every PLATE_WATCH_SECONDS of the clip. Frames darker than
+# PLATE_DARK_LEVEL on average (a fade from black, the lights off) or whose brightness varies by less
+# than PLATE_FLAT_LEVEL (standard deviation: a title card, a flash, a featureless wall) say nothing
+# about the scene behind the subject and are not judged; the check moves to the next such frame.
+PLATE_WATCH_SECONDS = 2.0
+PLATE_DARK_LEVEL = 16 / 255
+PLATE_FLAT_LEVEL = 3 / 255
+# The background moved against the plate by more than this share of the picture's width: a pan. Found
+# by phase correlation (the background outweighs the subject, who is not in the plate), trusted where
+# its peak is at least PLATE_SHIFT_RESPONSE (another scene gives ~0.1, the same one 0.4 ~ 0.7).
+PLATE_SHIFT_LIMIT = 0.0125
+PLATE_SHIFT_RESPONSE = 0.2
+
+
+class PlateMatch(NamedTuple):
+    changed: float               # the fraction of the picture where they differ (see changed_fraction)
+    shift: Tuple[float, float]   # (dx, dy), source pixels: how far the background moved against the plate
+    width: int                   # of the source
+
+
+def compare_plate(src: np.ndarray, bgr: np.ndarray) -> Optional[PlateMatch]:
+    """How a frame and its plate match, the plate's brightness first matched to the frame's (one gain,
+    the median ratio of their brightness, which the subject does not move: a fade or the camera's
+    exposure is not another scene); None when the frame is too dark or too uniform to judge.
+
+    Args:
+        src, bgr: (H, W, 3) uint8, the same size.
+    """
+    src_small, bgr_small = (shrink(x).astype(np.float32) for x in (src, bgr))
+    luma, plate_luma = src_small.mean(axis=2), bgr_small.mean(axis=2)
+    if luma.mean() < PLATE_DARK_LEVEL * 255 or luma.std() < PLATE_FLAT_LEVEL * 255:
+        return None
+    lit = plate_luma > PLATE_DARK_LEVEL * 255
+    gain = float(np.clip(np.median(luma[lit] / plate_luma[lit]), 0.1, 10)) if lit.any() else 1.0
+    matched = np.clip(bgr_small * gain, 0, 255)
+    changed = float((np.abs(src_small - matched).max(axis=2) > PLATE_CHANGE_LEVEL * 255).mean())
+    window = cv2.createHanningWindow((luma.shape[1], luma.shape[0]), cv2.CV_32F)
+    (dx, dy), response = cv2.phaseCorrelate(plate_luma, luma, window)
+    scale = src.shape[1] / PLATE_CHECK_WIDTH
+    shift = (dx * scale, dy * scale) if response >= PLATE_SHIFT_RESPONSE else (0.0, 0.0)
+    return PlateMatch(changed, shift, src.shape[1])
+
+
+def moved(match: PlateMatch) -> bool:
+    return float(np.hypot(*match.shift)) > PLATE_SHIFT_LIMIT * match.width
+
+
+class PlateWatch:
+    """Checks a clip's clean plate through the clip, not against its first frame only.
+
+    `check(index, src, bgr)` is called for every frame and judges one every PLATE_WATCH_SECONDS
+    (frames too dark or too uniform are skipped, see `compare_plate`): the first judged frame as
+    `check_plate` does (no subject in view, another scene) and for a shifted plate; every later one for
+    drift, a plate that stops matching the background (a pan, a camera that moved, a cut to another
+    scene). It returns one warning naming the frame, at most once per clip, else None.
+
+    Args:
+        frame_rate: the clip's frames per second.
+        first: check the first judged frame (not when the plate was made from the clip's first frames).
+    """
+
+    def __init__(self, frame_rate=30, first: bool = True, seconds: float = PLATE_WATCH_SECONDS):
+        self.rate = Fraction(frame_rate) if frame_rate else Fraction(30)
+        self.interval = max(1, round(float(self.rate) * seconds))
+        self.first, self.next, self.judged, self.done = first, 0, None, False
+
+    def when(self, index: int) -> str:
+        return f"frame {index} ({float(index / self.rate):.1f} s)"
+
+    def check(self, index: int, src: np.ndarray, bgr: np.ndarray) -> Optional[str]:
+        """src, bgr: (H, W, 3) uint8, frame `index` (from 0) of the clip and its plate."""
+        if self.done or index < self.next:
+            return None
+        self.next = index + self.interval
+        match = compare_plate(src, bgr)
+        if match is None:  # too dark or too uniform: the next frame due is judged instead
+            return None
+        previous, self.judged = self.judged, index
+        problem = None
+        if previous is None and self.first:
+            problem = plate_problem(match.changed)
+            if problem is None and moved(match):
+                problem = (f"the source is shifted by {match.shift[0]:+.0f}, {match.shift[1]:+.0f} pixels from the "
+                           "clean plate: did the camera move after the plate was shot (try --preprocess-alignment)?")
+        elif previous is not None and moved(match):
+            problem = (f"the clean plate no longer matches the source: the picture moved by {match.shift[0]:+.0f}, "
+                       f"{match.shift[1]:+.0f} pixels against it (it matched at frame {previous}): a camera pan or "
+                       "move? (try --preprocess-alignment)")
+        elif previous is not None and match.changed > PLATE_DIFFERENT_FRACTION:
+            problem = (f"the clean plate no longer matches the source: they differ in {match.changed:.0%} of the "
+                       f"picture (it matched at frame {previous}): does the clip cut to another scene?")
+        self.done = problem is not None
+        return f"{self.when(index)}: {problem}" if problem else None
 
 
 ALIGN_MIN_MATCHES = 12     # fewer matched ORB features (or RANSAC inliers) than this: no alignment

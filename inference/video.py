@@ -27,7 +27,7 @@ from .files import check_not_existing, prepare_output_dir
 from .matting import COMPOSITE, DEFAULT_COMPOSITE_COLOUR, OUTPUT_TYPES, Matting, Throughput, model_device_dtype
 from .model import load_model_or_exit
 from .pipeline import run_pipeline
-from .plates import align_plate, check_plate, median_plate
+from .plates import PlateWatch, align_plate, median_plate
 from .readers import ReplacementBackground, VideoReader, open_clip, read_image
 from .writers import ImageSequenceWriter, VideoWriter
 
@@ -109,7 +109,7 @@ def convert_video(model: nn.Module,
 
     with contextlib.ExitStack() as stack:
         stack.enter_context(cudnn_autotuning(device))  # every frame of a clip has one size
-        source = stack.enter_context(open_clip(input_source, input_resize, frame_rate, option='--video-src'))
+        source = stack.enter_context(open_clip(input_source, input_resize, frame_rate, check_audio=audio))
         plate, plate_reader = open_plate(clean_plate, source, input_resize)
         if plate_reader:
             stack.enter_context(plate_reader)
@@ -281,6 +281,7 @@ def read_chunks(source, plate: Optional[np.ndarray], plate_reader: Optional[Vide
     plates = iter(plate_reader) if plate_reader else None
     size = source.size
     done, failures, first_failure = 0, 0, None
+    watch = PlateWatch(source.frame_rate, first=not plate_frames)
     while True:
         batch = list(itertools.islice(frames, seq_chunk))
         if not batch:
@@ -307,10 +308,10 @@ def read_chunks(source, plate: Optional[np.ndarray], plate_reader: Optional[Vide
                     first_failure = first_failure or f"frame {done + len(aligned)}: {alignment.failure}"
                 aligned.append(alignment.plate)
             bgr = np.stack(aligned)
-        if done == 0 and not plate_frames:
-            problem = check_plate(src[0], bgr if bgr.ndim == 3 else bgr[0])
+        for k, image in enumerate(src):  # the plate through the clip, a frame every few seconds
+            problem = watch.check(done + k, image, bgr if bgr.ndim == 3 else bgr[k])
             if problem:
-                warn(f"{source.path}, first frame: {problem}")
+                warn(f"{source.path}, {problem}")
         backs = None
         if background is not None:
             backs = [background.frame(size) for _ in batch]

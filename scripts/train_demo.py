@@ -20,6 +20,12 @@ What the README's "The demonstration model" does by hand, end to end:
 
 Everything goes to --out (a new or empty folder): data/, checkpoint/, log/, the weights
 mattingrefine_mobilenetv2_demo_fp16.pth, heldout-model/, heldout-keying/, results/ and results.json.
+
+Stopped from outside (SIGTERM: `kill`, Slurm's scancel or time limit; SIGINT: Ctrl-C; SIGUSR1), the
+recipe stops where it is, as the trainers do: a stage in training saves its checkpoint first, the
+processes it started are ended, results.json records what was done and where it stopped
+("stopped": the signal), and it exits with 128 + the signal's number (143 for SIGTERM), saying so.
+Its own SIGTERM at the end of a stage's budget (above) is told apart and does not stop it.
 """
 import argparse
 import contextlib
@@ -69,13 +75,45 @@ def log(message: str) -> None:
     print(f'[train_demo {time.strftime("%H:%M:%S")}] {message}', flush=True)
 
 
+# The processes the recipe started and that may still run: a stop ends them (see `end_children`).
+CHILDREN = set()
+
+
+def start(command, **kwargs) -> subprocess.Popen:
+    process = subprocess.Popen([str(c) for c in command], cwd=str(ROOT), **kwargs)
+    CHILDREN.add(process)
+    return process
+
+
+def wait(process: subprocess.Popen) -> int:
+    try:
+        return process.wait()
+    finally:
+        CHILDREN.discard(process)
+
+
+def end_children(grace_s: float = 10.0) -> None:
+    """Ends the processes the recipe started (SIGTERM, then SIGKILL after `grace_s`)."""
+    for process in list(CHILDREN):
+        if process.poll() is None:
+            process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in list(CHILDREN):
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        CHILDREN.discard(process)
+
+
 def run(command, **kwargs) -> None:
     """Runs one of the project's command lines; its failure ends the recipe with its exit status."""
     log(' '.join(str(c) for c in command))
-    result = subprocess.run([str(c) for c in command], cwd=str(ROOT), **kwargs)
-    if result.returncode != 0:
+    status = wait(start(command, **kwargs))
+    if status != 0:
         raise SystemExit(f'train_demo: error: {command[1] if command[1] != "-m" else command[2]} ended with '
-                         f'status {result.returncode}')
+                         f'status {status}')
 
 
 # --------------------------------------------------------------------------- data
@@ -89,14 +127,13 @@ def start_generators(folder: Path, count: int, size, seed: int, processes: int):
                  count // processes + (k < count % processes), '--size', *size, '--seed', seed * 1000 + k,
                  '--captures', '0'] for k, part in enumerate(parts)]
     log(f'{count} samples at {size[0]}x{size[1]} for {folder}, {processes} processes')
-    return folder, parts, [subprocess.Popen([str(c) for c in command], cwd=str(ROOT), stdout=subprocess.DEVNULL)
-                           for command in commands]
+    return folder, parts, [start(command, stdout=subprocess.DEVNULL) for command in commands]
 
 
 def gather_samples(folder: Path, parts, running) -> None:
     """Waits for the generators of `start_generators` and moves their files into `folder`, named
     '<part>-<index>.png'."""
-    if any(process.wait() != 0 for process in running):
+    if any([wait(process) != 0 for process in running]):
         raise SystemExit(f'train_demo: error: the synthetic data generator failed for {folder}')
     for kind in KINDS:
         (folder / kind).mkdir(parents=True, exist_ok=True)
@@ -133,22 +170,87 @@ def images_per_second(log_dir: Path) -> list:
         events.Tags()['scalars'] else []
 
 
+class Stopped(BaseException):
+    """A stop signal from outside: the recipe ends where it is (BaseException, as KeyboardInterrupt, so
+    that no `except Exception` on the way takes it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signal = signal.Signals(signum)
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+class StopSignals:
+    """Notices every stop signal the process receives, and tells the recipe's own SIGTERMs apart.
+
+    The trainers take SIGTERM and SIGUSR1 with handlers of their own while they train (they save and
+    return, as if done): what reached the process is read from `signal.set_wakeup_fd`, to which every
+    signal is written whoever handles it. `check()`, after each trainer and from this handler, raises
+    Stopped for a signal that `send_own` did not send.
+    """
+
+    def __init__(self):
+        self.own, self.read_fd, self.write_fd = 0, None, None
+        self.previous_handlers, self.previous_fd = {}, -1
+
+    def __enter__(self) -> 'StopSignals':
+        self.read_fd, self.write_fd = os.pipe()
+        for fd in (self.read_fd, self.write_fd):
+            os.set_blocking(fd, False)
+        self.previous_fd = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        self.previous_handlers = {sig: signal.signal(sig, lambda signum, frame: self.check()) for sig in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous_handlers.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(self.previous_fd)
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+    def send_own(self) -> None:
+        """SIGTERM to this process, which the trainer takes as the end of its stage, and `check` ignores."""
+        self.own += 1
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def check(self) -> None:
+        received = b''
+        while True:
+            try:
+                chunk = os.read(self.read_fd, 512)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            received += chunk
+        stop = None
+        for signum in received:
+            if signum == signal.SIGTERM and self.own > 0:
+                self.own -= 1
+            elif signum in STOP_SIGNALS:
+                stop = stop or signum
+        if stop:
+            for sig in STOP_SIGNALS:  # a second signal must not cut the saving short
+                signal.signal(sig, signal.SIG_IGN)
+            raise Stopped(stop)
+
+
 @contextlib.contextmanager
-def stop_after(seconds: float):
+def stop_after(seconds: float, stops: StopSignals):
     """Sends this process SIGTERM after `seconds`: the trainer stops at the next step and saves its
     checkpoint, as it does when a cluster preempts it. A signal that comes before the trainer listens
     is ignored (the run then ends at its --max-steps)."""
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    timer = threading.Timer(max(seconds, 0.0), os.kill, (os.getpid(), signal.SIGTERM))
+    timer = threading.Timer(max(seconds, 0.0), stops.send_own)
     timer.start()
     try:
         yield
     finally:
         timer.cancel()
-        signal.signal(signal.SIGTERM, previous)
 
 
-def train_stage(name: str, module, arguments: list, seconds: float, preset: dict) -> dict:
+def train_stage(name: str, module, arguments: list, seconds: float, preset: dict, stops: StopSignals) -> dict:
     """Trains one stage for about `seconds`: a warm-up of a few steps measures the pace, which sets
     --max-steps (and the cosine schedule's length) for the rest; the run resumes from the warm-up's
     checkpoint and is stopped at the end of the budget if it is slower than the warm-up promised.
@@ -159,6 +261,7 @@ def train_stage(name: str, module, arguments: list, seconds: float, preset: dict
     # run at the start of a long cosine (a factor of 1 to within 1e-5), as they will in the full run.
     start = time.perf_counter()
     module.main(arguments + ['--max-steps', str(warmup), '--lr-decay-steps', '1000000'])
+    stops.check()  # the trainer saved and returned early: stopped from outside
     warmup_seconds = time.perf_counter() - start
     rates = images_per_second(Path(option(arguments, '--log-dir')) / option(arguments, '--model-name'))
     steady = sorted(rates[1:]) or rates
@@ -171,8 +274,9 @@ def train_stage(name: str, module, arguments: list, seconds: float, preset: dict
     log(f'{name}: warm-up of {warmup} steps in {warmup_seconds:.1f} s, {steps_per_second:.2f} steps/s: '
         f'{steps} steps planned for a budget of {seconds:.0f} s')
     if steps > warmup:
-        with stop_after(remaining):
+        with stop_after(remaining, stops):
             module.main(arguments + ['--max-steps', str(steps), '--lr-decay-steps', str(steps), '--resume', 'auto'])
+        stops.check()
     checkpoint = Path(option(arguments, '--checkpoint-dir')) / option(arguments, '--model-name') / 'last.pth'
     done = torch.load(checkpoint, map_location='cpu', weights_only=True)['step']
     return dict(steps=done, planned_steps=steps, seconds=round(time.perf_counter() - start, 1),
@@ -235,7 +339,19 @@ def main(argv=None) -> int:
     device = ('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device
     if device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: CUDA is not available on this machine')
-    preset = PRESETS[args.preset]
+    report = dict(device=device, preset=args.preset, minutes=args.minutes, stages={},
+                  phase='the making of the data')
+    with StopSignals() as stops:
+        try:
+            return recipe(args, out, report, stops)
+        except Stopped as stop:
+            end_children()
+            return stopped(stop, out, report)
+
+
+def recipe(args: argparse.Namespace, out: Path, report: dict, stops: StopSignals) -> int:
+    """The run of `main` (see the module's docstring); `report` fills up on the way."""
+    preset, device = PRESETS[args.preset], report['device']
     start = time.time()
     deadline = start + args.minutes * 60
     paths = dict(base=out / 'data' / 'train', refine=out / 'data' / 'train-sq', heldout=out / 'data' / 'heldout',
@@ -265,18 +381,20 @@ def main(argv=None) -> int:
         log(f'warning: the data took {time.time() - start:.0f} s of the {args.minutes:g} minutes; the stages run '
             'their warm-up steps only')
     log(f'{max(training_seconds, 0):.0f} s for training on {device}, {args.base_share:.0%} of it for the base stage')
-    report = dict(device=device, preset=args.preset, minutes=args.minutes, stages={})
+    report['phase'] = 'the base stage'
     report['stages']['base'] = train_stage(
         'base', train_base, common + preset['base'] + ['--data-path', f"synthetic={paths['base']}",
                                                       '--model-name', 'base'],
-        training_seconds * args.base_share, preset)
+        training_seconds * args.base_share, preset, stops)
     base_weights = out / 'checkpoint' / 'base' / 'last.pth'
+    report['phase'] = 'the refine stage'
     report['stages']['refine'] = train_stage(
         'refine', train_refine, common + preset['refine'] + ['--data-path', f"synthetic={paths['refine']}",
                                                             '--model-name', 'refine',
                                                             '--model-last-checkpoint', str(base_weights)],
-        deadline - time.time() - preset['reserve_s'], preset)
+        deadline - time.time() - preset['reserve_s'], preset, stops)
 
+    report['phase'] = 'the release and the evaluation'
     weights = out / WEIGHTS_NAME
     run([sys.executable, '-m', 'scripts.release_weights', out / 'checkpoint' / 'refine' / 'last.pth', weights, '--fp16'])
     evaluation.join()
@@ -292,6 +410,7 @@ def main(argv=None) -> int:
     method = (f"this run ({stages['base']['steps']} base + {stages['refine']['steps']} refine steps, "
               f"{(time.time() - start) / 60:.1f} min on {device})")
     rows[method] = evaluate_alphas(out / 'heldout-model' / 'pha', captures / 'pha', out / 'results' / 'model')
+    del report['phase']
     report.update(seconds=round(time.time() - start, 1), weights=str(weights), table=rows,
                   heldout=dict(captures=preset['evaluation']['captures'], size=preset['evaluation']['size'], seed=1))
     (out / 'results.json').write_text(json.dumps(report, indent=2) + '\n')
@@ -299,6 +418,27 @@ def main(argv=None) -> int:
     print(f"\nHeld-out captures ({preset['evaluation']['captures']} at {width}x{height}, seed 1), "
           f"{report['seconds'] / 60:.1f} minutes in all; weights in {weights}:\n{table(rows)}", flush=True)
     return 0
+
+
+def stopped(stop: Stopped, out: Path, report: dict) -> int:
+    """After a stop from outside: results.json with what was done, one line saying so; the exit status."""
+    import torch
+    saved = []
+    for stage in ('base', 'refine'):
+        checkpoint = out / 'checkpoint' / stage / 'last.pth'
+        if checkpoint.exists():  # written by the trainer when it stopped, or at the end of its stage
+            step = torch.load(checkpoint, map_location='cpu', weights_only=True)['step']
+            report['stages'].setdefault(stage, {}).update(checkpoint=str(checkpoint), steps=step)
+            saved.append(f'{checkpoint} (step {step})')
+    if (out / WEIGHTS_NAME).exists():
+        report['weights'] = str(out / WEIGHTS_NAME)
+        saved.append(str(out / WEIGHTS_NAME))
+    report['stopped'] = stop.signal.name
+    (out / 'results.json').write_text(json.dumps(report, indent=2) + '\n')
+    saved.append(str(out / 'results.json'))
+    print(f"train_demo: stopped by {stop.signal.name} during {report['phase']}, before the end of the recipe; "
+          f"saved {', '.join(saved)}", file=sys.stderr, flush=True)
+    return 128 + stop.signal
 
 
 if __name__ == '__main__':

@@ -15,6 +15,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
 import data_path
+from common.op_counts import OpCounter
 from data_path import DataPaths
 from dataset import (ApplyOnlyAt, BackgroundDataset, BatchAugment, ColorJitter, Compose, CompositionDataset,
                      CorruptDataError, CorruptImageWarning, DataPathError, ForegroundDataset, RandomAffineAndResize,
@@ -477,6 +478,19 @@ def test_shadow_darkens_only_the_source_and_background_effects_only_the_backgrou
     assert not torch.allclose(bgr_c, bgr, atol=0.01) and not torch.equal(src, clean)
 
 
+def test_batch_augmentation_draws_on_the_host_first_and_then_only_works_on_the_device():
+    """draw (CPU draws, one copy to the device) then apply is the same as a call; apply waits for nothing."""
+    pha, fgr, bgr = batch()
+    every = dict(crop_range=(64, 96), shadow_p=1, noise_p=1, jitter_p=1, misalign_p=1)
+    called = BatchAugment.base(generator=torch.Generator().manual_seed(5), **every)(pha, fgr, bgr)
+    augment = BatchAugment.base(generator=torch.Generator().manual_seed(5), **every)
+    drawn = augment.draw(len(pha), pha.shape[-2:], pha.device)
+    with OpCounter() as counts:
+        applied = augment.apply(drawn, pha, fgr, bgr)
+    assert all(torch.equal(a, b) for a, b in zip(called, applied))
+    assert counts.syncs == [] and counts.uploads == []
+
+
 def test_tiny_crops_with_large_shadow_blur_work():
     pha, fgr, bgr = batch(b=2, size=40)
     out = BatchAugment(crop_range=(24, 32), shadow_p=1, shadow_blur=(20, 40),
@@ -510,3 +524,130 @@ def test_own_background_shows_item_i_over_background_i_under_one_geometry(tmp_pa
         CompositionDataset(foregrounds, BackgroundDataset(backgrounds.files[:5]), own_background=0.5)
     with pytest.raises(ValueError, match='probability'):
         CompositionDataset(foregrounds, backgrounds, own_background=2)
+
+
+# ---------------------------------------------------------------- sample depths and the pixel limit
+
+def save16(path, array):
+    """A 16-bit grayscale PNG (Pillow mode I;16)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(array, np.uint16)).save(path)
+
+
+def test_sixteen_bit_alphas_and_gray_foregrounds_are_read_at_their_value(tmp_path):
+    import cv2
+    from torchvision.transforms import functional as F
+    # An alpha of 32768 of 65535 is 0.5: it was clipped to 255, opaque, as was every semi-transparent pixel.
+    save(tmp_path / 'fgr/a.png', np.full((10, 12, 3), 90))
+    save16(tmp_path / 'pha/a.png', np.full((10, 12), 32768))
+    save16(tmp_path / 'fgr/b.png', np.full((10, 12), 32768))     # a 16-bit gray foreground: 128 of 255, not 255
+    save(tmp_path / 'pha/b.png', np.full((10, 12), 200))        # an 8-bit alpha stays as it was
+    dataset = ForegroundDataset.from_folders(tmp_path / 'fgr', tmp_path / 'pha')
+    pha, fgr = dataset[0]
+    assert pha.size == fgr.size == (12, 10)
+    assert np.abs(np.asarray(pha, np.float64) - 0.5).max() <= 1 / 65535
+    assert torch.allclose(F.to_tensor(pha), torch.full((1, 10, 12), 0.5), atol=1 / 65535)
+    pha, fgr = dataset[1]
+    assert pha.mode == 'L' and np.all(np.asarray(pha) == 200) and np.all(np.asarray(fgr) == 128)
+
+    # The alpha of a 16-bit RGBA PNG (PhotoMatte85's layout), which Pillow reads at 8 bits.
+    rgba = np.zeros((10, 12, 4), np.uint16)
+    rgba[..., :3], rgba[..., 3] = 65535, 32768
+    (tmp_path / 'rgba').mkdir()
+    cv2.imwrite(str(tmp_path / 'rgba/c.png'), rgba)
+    from dataset.files import rgba_files
+    pha, fgr = ForegroundDataset(rgba_files(tmp_path / "rgba"))[0]
+    assert np.abs(np.asarray(pha, np.float64) - 0.5).max() <= 1 / 65535 and np.all(np.asarray(fgr) == 255)
+
+
+def test_a_sixteen_bit_alpha_keeps_its_precision_through_the_augmentation(tmp_path):
+    save(tmp_path / 'fgr/a.png', np.full((20, 24, 3), 90))
+    save16(tmp_path / 'pha/a.png', np.full((20, 24), 32768))
+    save(tmp_path / 'bgr/a.png', np.full((20, 24, 3), 30))
+    # Every transform of the recipe, the blur and the sharpening among them (geometry that covers the frame).
+    every_transform = Compose([RandomAffineAndResize(16, degrees=(-5, 5), translate=(0, 0), scale=(1.2, 1.5),
+                                                     shear=(-5, 5)),
+                               RandomHorizontalFlip(1.0), RandomBoxBlur(1.0, 3), RandomSharpen(1.0),
+                               ApplyOnlyAt([1], ColorJitter(0.15, 0.15, 0.15, 0.05)), ToTensor()])
+    foregrounds = ForegroundDataset.from_folders(tmp_path / 'fgr', tmp_path / 'pha')
+    backgrounds = BackgroundDataset.from_folder(tmp_path / 'bgr')
+    pha, fgr, _ = CompositionDataset(foregrounds, backgrounds, every_transform, None)[0]
+    assert pha.shape == (1, 16, 16) and pha.dtype == torch.float32
+    assert (pha - 0.5).abs().max() <= 1 / 65535, pha
+    recipe = CompositionDataset(foregrounds, backgrounds, *train_transforms(16))
+    for epoch in range(20):   # blur and sharpening each come up in about one epoch of ten: they run
+        recipe.set_epoch(epoch)
+        pha = recipe[0][0]
+        assert 0 <= pha.min() and pha.max() < 0.9       # half transparent, the fill and a sharpened edge
+
+    # The filters that PIL runs on 8 bits only compute on 16-bit alphas what PIL computes, less its rounding.
+    from PIL import ImageFilter
+    from dataset.loading import PreciseAlpha
+    levels = np.random.default_rng(0).integers(0, 256, (30, 41)).astype(np.uint8)
+    precise = PreciseAlpha.from_array(levels / 255)
+    for image_filter in (ImageFilter.BoxBlur(1), ImageFilter.BoxBlur(2.5), ImageFilter.SHARPEN,
+                         ImageFilter.Kernel((5, 5), list(range(25)), 300, 10), ImageFilter.MedianFilter(3)):
+        expected = np.asarray(Image.fromarray(levels).filter(image_filter), np.float64) / 255
+        filtered = precise.filter(image_filter)
+        assert isinstance(filtered, PreciseAlpha) and filtered.mode == 'F'
+        assert np.abs(np.asarray(filtered) - expected).max() <= 1 / 255 + 1e-6, image_filter
+    moved = precise.transform((20, 20), Image.AFFINE, (1, 0.1, 0, 0, 1, 0), resample=Image.BILINEAR).reduce(2)
+    assert isinstance(moved.transpose(Image.FLIP_LEFT_RIGHT), PreciseAlpha)
+
+
+def test_the_pixel_limit_holds_for_training_data_and_a_malformed_one_is_refused(tmp_path, monkeypatch):
+    from common.errors import UserError
+    write_sample(tmp_path / 'fgr/a.png', tmp_path / 'pha/a.png', size=(12, 10))     # 120 pixels
+    write_sample(tmp_path / 'fgr/b.png', tmp_path / 'pha/b.png', size=(30, 20))     # 600 pixels
+    monkeypatch.setenv('BGM_MAX_IMAGE_PIXELS', '300')
+    dataset = ForegroundDataset.from_folders(tmp_path / 'fgr', tmp_path / 'pha')
+    with pytest.warns(CorruptImageWarning, match='above the limit of 300 pixels.*BGM_MAX_IMAGE_PIXELS'):
+        assert dataset[1][0].size == (12, 10)                                       # b skipped: a instead
+    monkeypatch.setenv('BGM_MAX_IMAGE_PIXELS', '0')                                 # 0: no limit
+    assert dataset[1][0].size == (30, 20)
+    # Not a number of pixels: one clear error when the data set is made, not "no limit" (-5 was).
+    for bad in ('-5', 'abc', '1e9'):
+        monkeypatch.setenv('BGM_MAX_IMAGE_PIXELS', bad)
+        with pytest.raises(UserError, match=f"BGM_MAX_IMAGE_PIXELS='{bad}': expected a whole number of pixels"):
+            ForegroundDataset.from_folders(tmp_path / 'fgr', tmp_path / 'pha')
+        with pytest.raises(UserError, match='BGM_MAX_IMAGE_PIXELS'):
+            BackgroundDataset.from_folder(tmp_path / 'fgr')
+
+
+# ---------------------------------------------------------------- python data_path.py
+
+def test_data_path_prints_a_table_and_how_to_get_what_is_not_there(tmp_path, capsys, monkeypatch):
+    """It printed 27 lines cut off after 'Expected layout:'."""
+    import os
+    for variable in [v for v in os.environ if v.startswith('BGM_DATA')]:
+        monkeypatch.delenv(variable)
+    build_photomatte(tmp_path)
+    (tmp_path / 'BG-20k' / 'train').mkdir(parents=True)
+    assert data_path.main(['--data-root', str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f'data root: {tmp_path}' and not any(line.endswith('Expected layout:') for line in lines)
+    header = lines.index(next(line for line in lines if line.startswith('DATA SET')))
+    assert lines[header].split() == ['DATA', 'SET', 'KIND', 'SPLIT', 'STATUS', 'FILES', 'FOLDER']
+    rows = lines[header + 1:lines.index('', header)]
+    splits = sum(len(layout.splits) for sets in (data_path.FOREGROUND_SETS, data_path.BACKGROUND_SETS)
+                 for layout in sets.values())
+    assert len(rows) == splits and len({row.index(row.split()[3]) for row in rows}) == 1   # aligned columns
+    cells = {tuple(row.split()[:3]): row.split()[3:] for row in rows}
+    assert cells['photomatte85', 'foreground', 'all'] == ['found', '10', str(tmp_path / 'PhotoMatte85')]
+    assert cells['videomatte240k', 'foreground', 'valid'] == ['missing', '-', str(tmp_path / 'VideoMatte240K_JPEG_SD')]
+    assert cells['bg20k', 'background', 'train'][0] == 'BROKEN'
+    # How to get each data set that is not there, where to put it; what is wrong with a broken one.
+    get = lines.index('To get what is not there (then --data-root DIR, or --data-path NAME=DIR):')
+    sources = {line.split()[0]: line.split()[1:] for line in lines[get + 2:lines.index('', get)]}
+    assert sources['videomatte240k'][:2] == ['DIR/VideoMatte240K_JPEG_SD', 'download:']
+    assert 'grail.cs.washington.edu' in sources['videomatte240k'][2] and 'photomatte85' not in sources
+    assert ' '.join(sources['synthetic']) == 'DIR/synthetic make it: python -m dataset.synthetic --out DIR/synthetic'
+    broken = lines.index('bg20k (backgrounds) is broken:')
+    assert 'BG-20k/train contains no images' in lines[broken + 1] and lines[broken + 3] == '  expected layout:'
+    # A data set asked for and not found: status 1; without a root, nowhere to look.
+    assert data_path.main(['--data-root', str(tmp_path), 'videomatte240k']) == 1
+    capsys.readouterr()
+    assert data_path.main(['photomatte85']) == 1
+    out = capsys.readouterr().out
+    assert out.startswith('data root: none (pass --data-root DIR or set BGM_DATA_ROOT')
+    assert 'photomatte85  foreground  all    no location  -      -' in out

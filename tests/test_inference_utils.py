@@ -242,3 +242,12 @@ def test_two_images_of_one_name_are_refused(tmp_path):
         pair_images(str(tmp_path), str(tmp_path))
     os.remove(tmp_path / '0002.jpg')
     assert ImageSequenceReader(str(tmp_path)).num_frames == 2
+
+
+def test_the_small_frame_warning_does_not_say_the_bundled_model_was_loaded():
+    """It spoke of 'the bundled model's matte' whatever checkpoint the user gave."""
+    from inference_utils import small_input_warning
+    message = small_input_warning(MattingRefine('mobilenetv2', backbone_scale=0.25), 96, 160)
+    assert "the bundled model's matte" not in message
+    assert ('give the base network 40x24 pixels; below 120 on the short side its matte misses part of the subject '
+            '(measured with the bundled model, which misses most of it below 30)') in message
