@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from model.model import auto_backbone_scale
+
 from .cli import InputError, warn
 
 
@@ -213,6 +215,9 @@ def small_input_warning(model: nn.Module, height: int, width: int) -> Optional[s
     a subject in (see MIN_BASE_INPUT_SIDE), or None. MattingBase (no backbone_scale) runs the base
     network on the whole frame."""
     scale = float(getattr(model, 'backbone_scale', 1.0))
+    # 'auto' (a flag on the model, a sentinel <= 0 in a TorchScript file): the scale it will choose.
+    if getattr(model, 'auto_backbone_scale', False) or (hasattr(model, 'backbone_scale') and scale <= 0):
+        scale = auto_backbone_scale(height, width)
     short = min(height, width)
     if short * scale >= MIN_BASE_INPUT_SIDE:
         return None

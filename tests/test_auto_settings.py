@@ -107,3 +107,11 @@ def test_a_torchscript_file_holds_auto_and_a_number_set_on_it_turns_auto_off(tmp
     assert_close(run(scripted, src, bgr)[:5], run(fixed, src, bgr)[:5], rel=1e-5, what='numbers')
     set_refine_settings(scripted, backbone_scale=AUTO, refine_sample_pixels=AUTO)
     assert_close(run(scripted, src, bgr)[:5], run(auto, src, bgr)[:5], rel=1e-5, what='auto again')
+
+
+def test_the_small_frame_warning_speaks_of_the_scale_auto_chooses():
+    from inference.matting import small_input_warning
+    model = MattingRefine('mobilenetv2', backbone_scale=AUTO)
+    assert small_input_warning(model, 1080, 1920) is None  # 0.25: 270 rows for the base network
+    message = small_input_warning(model, 160, 1920)  # 0.25 again: 40 rows
+    assert 'at backbone scale 0.25 give the base network 480x40 pixels' in message
