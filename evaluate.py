@@ -11,6 +11,10 @@ column names carry the reporting scale, e.g. MSE(x1e3) is the MSE times 1000.
   --clips                  each folder of frames is a clip (true/<clip>/<frame>.png); adds dtSSD
                            over consecutive frames within each clip.
 
+A file that cannot be read (damaged, of another size than its ground truth, of an extension that
+is not an image's) is named on stderr with why and left out; the others are evaluated and written,
+and the run ends with how many were and exit status 1 (--on-error stop ends it at the first).
+
 Examples:
 
     # Images from inference_images.py against a synthetic data set
@@ -25,7 +29,7 @@ import argparse
 import os
 import sys
 
-from common.errors import UserError, exit_with_error
+from common.errors import Skips, UserError, add_on_error_argument, exit_with_error
 from evaluation.benchmark import MODES, evaluate_folders, format_summary, write_results
 
 
@@ -49,6 +53,7 @@ def get_args_parser():
     parser.add_argument('--pred-fgr', metavar='DIR', help='predicted RGB foregrounds')
     parser.add_argument('--true-fgr', metavar='DIR',
                         help='ground-truth RGB foregrounds; with --pred-fgr adds FgrMSE')
+    add_on_error_argument(parser)
     return parser
 
 
@@ -61,17 +66,22 @@ def print_progress(done, total, name):
 def main(argv=None):
     parser = get_args_parser()
     args = parser.parse_args(argv)
+    skips = Skips(args.on_error)
     try:
         if os.path.exists(args.out) and not os.path.isdir(args.out):  # before a long run
             raise UserError(f'--out {args.out}: exists and is not a folder')
         results = evaluate_folders(args.pred, args.true, trimap=args.trimap, mode=args.mode,
                                    clips=args.clips, pred_fgr=args.pred_fgr, true_fgr=args.true_fgr,
-                                   progress=print_progress)
+                                   progress=print_progress, skips=skips)
+        total = len(results.rows) + len(skips)
+        if not results.rows:
+            skips.finish(total, 'files evaluated')
         paths = write_results(results, args.out)
+        print(format_summary(results))
+        print('Wrote ' + ', '.join(str(path) for path in paths))
+        skips.finish(total, 'files evaluated')
     except (UserError, OSError) as error:
         exit_with_error(parser.prog, error)
-    print(format_summary(results))
-    print('Wrote ' + ', '.join(str(path) for path in paths))
 
 
 if __name__ == '__main__':

@@ -22,7 +22,10 @@ Example with official weights:
 
 Sources and clean plates: two files (--src a.jpg --bgr a_plate.jpg), a folder and one plate for all
 its images, or two folders searched recursively and paired by relative path without extension
-(src/x/1.jpg with bgr/x/1.png); unpaired files are named and skipped.
+(src/x/1.jpg with bgr/x/1.png); unpaired files are named and skipped. A pair that cannot be read (a
+damaged image, a source of another extension, a plate of another size) is named on stderr with why
+and skipped; the others are matted, and the run ends with how many were and exit status 1
+(--on-error stop ends it at the first instead).
 
 Outputs, each type in its own folder, keeping the source's relative path with the extension .png:
     OUT/com/<name>.png        RGBA: the foreground, with alpha as 4th channel
@@ -33,13 +36,18 @@ Outputs, each type in its own folder, keeping the source's relative path with th
     OUT/composite/<name>.png  with --replacement-background: RGB, the foreground over it
 
 An existing output folder is kept. Existing output files are not replaced unless --overwrite is
-given; --skip-existing resumes an interrupted batch. Each file is written under a temporary name
-and renamed, so no output is ever half-written.
+given; --skip-existing resumes an interrupted batch. Each file is written under a temporary name and
+renamed, so no output is ever half-written. A run holds its output folder (OUT/.bgm-output.lock names
+it): a second run into it is refused, the tasks of a --shard job array excepted; two runs without
+--output-dir take a new folder each.
 """
 import argparse
 import os
 
+from common.errors import add_on_error_argument
+from common.files import FolderTaken, OutputLock
 from common.memory import retain_freed_memory
+from common.shards import parse_shard
 from inference.cli import exit_on_user_error
 from inference.images import run
 from inference.matting import OUTPUT_TYPES
@@ -65,6 +73,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     group.add_argument('--preprocess-alignment', action='store_true',
                        help='warp each plate onto its source (ORB + RANSAC homography) for a camera that moved '
                             'a little; a plate that cannot be aligned is used as it is, with a warning')
+    add_on_error_argument(group, items='pairs')
     group = parser.add_argument_group('output')
     group.add_argument('--output-dir', metavar='DIR',
                        help='created if missing; an existing one is kept and written into. Default: a new '
@@ -101,20 +110,45 @@ def apply_defaults(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     default_to_demo_checkpoint(args, parser)
     if args.shard and args.output_dir is None:
         parser.error('--shard needs --output-dir: every task of the job writes into the same folder')
+    args.default_output_base = None
     if args.output_dir is None:
         name = name or os.path.splitext(os.path.basename(os.path.normpath(args.src)))[0] or 'images'
-        base = os.path.join('output', name)
-        args.output_dir, n = base, 1
-        while os.path.lexists(args.output_dir):
-            n += 1
-            args.output_dir = f'{base}-{n}'
+        args.default_output_base = os.path.join('output', name)
+        args.output_dir = free_folder(args.default_output_base)
+
+
+def free_folder(base: str) -> str:
+    """BASE, or BASE-2, BASE-3, ...: the first that does not exist."""
+    folder, n = base, 1
+    while os.path.lexists(folder):
+        n += 1
+        folder = f'{base}-{n}'
+    return folder
+
+
+def run_locked(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """`run` holding the lock of --output-dir (common.files.OutputLock): a second run into the same folder
+    (the same shard, or all of it) is refused, naming the first, instead of both writing and the second
+    silently replacing the first's outputs. Two runs given no --output-dir take a new folder each."""
+    shard = parse_shard(args.shard)
+    while True:
+        lock = OutputLock(args.output_dir, shard, new=args.default_output_base is not None)
+        try:
+            lock.acquire()
+            break
+        except FolderTaken:  # another run made the default folder first: the next one
+            args.output_dir = free_folder(args.default_output_base)
+    try:
+        run(args, parser)
+    finally:
+        lock.release()
 
 
 def main(argv=None) -> None:
     parser = get_args_parser()
     args = parser.parse_args(argv)
     apply_defaults(args, parser)
-    exit_on_user_error(parser.prog, lambda: run(args, parser))
+    exit_on_user_error(parser.prog, lambda: run_locked(args, parser))
 
 
 if __name__ == '__main__':

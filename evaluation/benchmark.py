@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import UserError
+from common.errors import Skips, UserError
 from common.files import write_bytes
 
-from .files import (find_images, load_alpha, load_foreground, load_trimap, match_names,
+from .files import (find_images, load_alpha, load_foreground, load_trimap, match_names, misnamed_files,
                     natural_key, require_names)
 from .metrics import (FRAME_METRICS, METRICS, TRIMAP_METRICS, dtssd, evaluate_matte,
                       foreground_mse, trimap_from_alpha, unknown_region)
@@ -58,6 +58,7 @@ class Results:
     rows: one dict per file, {'clip': name (clip mode only), 'file': name, key: value or None},
           values at their reporting scale (`METRICS[key].label`).
     folders: the folders evaluated, by argument name.
+    skipped: [(name, why)] of the files that could not be read and were skipped (`--on-error skip`).
     """
     mode: str
     region: str
@@ -65,6 +66,7 @@ class Results:
     metrics: tuple
     rows: list = field(default_factory=list)
     folders: dict = field(default_factory=dict)
+    skipped: list = field(default_factory=list)
 
     def labels(self):
         return [METRICS[key].label for key in self.metrics]
@@ -103,7 +105,7 @@ def _check_size(array, reference, path, reference_path):
 
 
 def evaluate_folders(pred, true, *, trimap=None, mode='trimap', clips=False,
-                     pred_fgr=None, true_fgr=None, progress=None):
+                     pred_fgr=None, true_fgr=None, progress=None, skips=None):
     """Evaluate every prediction under `pred` against the file of the same name under `true`.
 
     pred, true: folders of alpha mattes (8- or 16-bit grayscale), matched by relative path
@@ -116,22 +118,31 @@ def evaluate_folders(pred, true, *, trimap=None, mode='trimap', clips=False,
     pred_fgr, true_fgr: folders of RGB foregrounds named as `true`, both or neither; adds FgrMSE
         over the pixels of the region where the true alpha is above zero.
     progress: optional callable(done, total, name) called after each file.
+    skips: a `common.errors.Skips` that a file which cannot be read (damaged, of another size, of an
+        extension that is not an image's) is left to: with 'skip' it is named and left out (the
+        next frame of its clip has no dtSSD), with 'stop' (and without `skips`) it is an error.
     Returns Results. Raises UserError naming the argument or file at fault.
     """
     _check_options(mode, trimap, pred_fgr, true_fgr)
+    skips = skips if skips is not None else Skips('stop')
     folders = {'pred': pred, 'true': true, 'trimap': trimap, 'pred_fgr': pred_fgr, 'true_fgr': true_fgr}
-    names, files = _find_files(folders, clips)
+    names, files = _find_files(folders, clips, skips)
     alpha_metrics = TRIMAP_METRICS if mode == 'trimap' else FRAME_METRICS
     results = Results(mode=mode, region=_region_description(mode, trimap), clips=clips,
                       metrics=alpha_metrics + (('dtssd',) if clips else ()) + (('fgr_mse',) if pred_fgr else ()),
                       folders={key: str(value) for key, value in folders.items() if value is not None})
     previous = None  # (clip, pred alpha, true alpha) of the last frame, for dtSSD
     for done, name in enumerate(names, start=1):
-        row, previous = _evaluate_file(name, {kind: found[name] for kind, found in files.items()}, mode,
-                                       alpha_metrics, clips, previous)
-        results.rows.append(row)
+        try:
+            row, previous = _evaluate_file(name, {kind: found[name] for kind, found in files.items()}, mode,
+                                           alpha_metrics, clips, previous)
+            results.rows.append(row)
+        except UserError as error:
+            skips.skip(name, error)
+            previous = None  # the next frame's predecessor is missing: no dtSSD across the gap
         if progress is not None:
             progress(done, len(names), name)
+    results.skipped = list(skips.items)
     return results
 
 
@@ -144,17 +155,25 @@ def _check_options(mode, trimap, pred_fgr, true_fgr):
         raise UserError('--pred-fgr and --true-fgr go together: give both or neither')
 
 
-def _find_files(folders, clips):
+def _find_files(folders, clips, skips):
     """(names in evaluation order, {kind: {name: Path}}) for the folders given (kind: 'pred', 'true',
-    'trimap', 'pred_fgr', 'true_fgr'); every folder must hold the names of --true."""
+    'trimap', 'pred_fgr', 'true_fgr'); every folder must hold the names of --true. A name whose file
+    in one of them has an extension that is not an image's is left to `skips`."""
     pred, true = folders['pred'], folders['true']
     files = {'pred': find_images(pred, '--pred'), 'true': find_images(true, '--true')}
+    for kind, other in (('pred', 'true'), ('true', 'pred')):
+        for name, error in misnamed_files(folders[kind], files[other].keys() - files[kind].keys()).items():
+            skips.skip(name, error)
+            del files[other][name]
     names = match_names(files['pred'], files['true'], f'--pred {pred}', f'--true {true}')
     names.sort(key=lambda name: _frame_order(name, clips))
     for kind in ('trimap', 'pred_fgr', 'true_fgr'):
         if folders[kind] is not None:
             flag = '--' + kind.replace('_', '-')
             files[kind] = find_images(folders[kind], flag)
+            for name, error in misnamed_files(folders[kind], set(names) - files[kind].keys()).items():
+                skips.skip(name, error)
+                names.remove(name)
             require_names(files[kind], names, f'{flag} {folders[kind]}', f'--true {true}')
     return names, files
 
@@ -251,6 +270,7 @@ def write_results(results, out):
         'region': results.region,
         'folders': results.folders,
         'files': len(results.rows),
+        'skipped': [{'file': name, 'reason': reason} for name, reason in results.skipped],
         'metrics': labelled(group_means[ALL]),
         'definitions': {METRICS[key].label: METRICS[key].description for key in results.metrics},
     }

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import UserError
-from common.files import IMAGE_EXTENSIONS, list_images, names_by_stem, natural_key
+from common.files import IMAGE_EXTENSIONS, is_image_file, list_images, names_by_stem, natural_key
 from common.images import open_image
 
-__all__ = ['IMAGE_EXTENSIONS', 'natural_key', 'find_images', 'match_names', 'require_names',
+__all__ = ['IMAGE_EXTENSIONS', 'natural_key', 'find_images', 'misnamed_files', 'match_names', 'require_names',
            'load_alpha', 'load_foreground', 'load_trimap']
 
 # How many unmatched names an error message lists before it gives a count.
@@ -45,6 +45,23 @@ def find_images(folder, argument):
     if not names:
         raise UserError(f'{argument} {folder}: no images ({", ".join(IMAGE_EXTENSIONS)}) found')
     return {name: root / relative for name, relative in names.items()}
+
+
+def misnamed_files(folder, names):
+    """{name: UserError} for the files under `folder` named as one of `names` (relative path without
+    extension) whose extension is not an image's: those `find_images` does not list, named."""
+    wanted, found = set(names), {}
+    if not wanted:
+        return found
+    root = Path(folder)
+    for path in sorted(root.rglob('*')):
+        relative = path.relative_to(root)
+        if path.is_file() and not any(part.startswith('.') for part in relative.parts) \
+                and not is_image_file(path.name) and relative.with_suffix('').as_posix() in wanted:
+            found.setdefault(relative.with_suffix('').as_posix(), UserError(
+                f'{path}: {path.suffix or "no extension"} is not an image extension read here '
+                f'({", ".join(IMAGE_EXTENSIONS)}); rename it if it is an image'))
+    return found
 
 
 def match_names(pred, true, pred_argument, true_argument):

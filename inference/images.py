@@ -1,7 +1,9 @@
 """Matting of image pairs, a source and its clean plate each: the work of `inference_images.py` (`run`).
 
 Every output folder is checked before the model loads and made once it loaded; the outputs of each
-image are written all or none; a pair is named by its relative path without extension.
+image are written all or none; a pair is named by its relative path without extension. A pair whose
+images cannot be read is skipped, named, and counted in the exit status (`--on-error skip`), or ends
+the run (`--on-error stop`).
 """
 import argparse
 import os
@@ -9,7 +11,8 @@ import time
 
 from tqdm import tqdm
 
-from common.files import check_folder_can_be_made
+from common.errors import Skips, UserError
+from common.files import IMAGE_EXTENSIONS, check_folder_can_be_made, is_image_file, stem
 from common.images import image_size
 from common.shards import parse_shard
 
@@ -32,30 +35,42 @@ def list_names(paths, limit=10) -> str:
     return ', '.join(paths[:limit]) + more
 
 
-def plan(pairs, output_dir: str, output_types, skip_existing: bool):
+def plan(pairs, output_dir: str, output_types, skip_existing: bool, skips: Skips):
     """[(pair, the output types to write)]: all of them, or with skip_existing those missing. Checks
-    the sizes of the pairs to do from the image headers, before anything is computed."""
+    the sizes of the pairs to do from the image headers, before anything is computed; a pair that
+    fails is left to `skips`."""
     todo = []
     for pair in pairs:
         missing = [t for t in output_types
                    if not (skip_existing and os.path.exists(output_path(output_dir, t, pair.name)))]
         if missing:
             todo.append((pair, missing))
-    for pair, _ in todo:
-        src_size, bgr_size = image_size(pair.src), image_size(pair.bgr)
-        if src_size != bgr_size:
-            raise InputError(f"{pair.src} is {src_size[0]}x{src_size[1]} but its clean plate {pair.bgr} is "
-                             f"{bgr_size[0]}x{bgr_size[1]}: they must have the same size")
-    return todo
+    checked = []
+    for pair, types in todo:
+        try:
+            src_size, bgr_size = image_size(pair.src), image_size(pair.bgr)
+            if src_size != bgr_size:
+                raise InputError(f"{pair.src} is {src_size[0]}x{src_size[1]} but its clean plate {pair.bgr} is "
+                                 f"{bgr_size[0]}x{bgr_size[1]}: they must have the same size")
+        except UserError as error:
+            skips.skip(pair.name, error)
+            continue
+        checked.append((pair, types))
+    return checked
 
 
-def read_pairs(todo, preprocess_alignment: bool, replacement: ReplacementBackground):
-    """Yields (pair, output types to write, src, bgr, background), the arrays (H, W, 3) uint8."""
+def read_pairs(todo, preprocess_alignment: bool, replacement: ReplacementBackground, skips: Skips):
+    """Yields (pair, output types to write, src, bgr, background), the arrays (H, W, 3) uint8; a pair
+    whose images cannot be read is left to `skips`."""
     for pair, output_types in todo:
-        src, bgr = read_image(pair.src), read_image(pair.bgr)
-        if src.shape != bgr.shape:
-            raise InputError(f"{pair.src} is {src.shape[1]}x{src.shape[0]} but its clean plate {pair.bgr} is "
-                             f"{bgr.shape[1]}x{bgr.shape[0]}: they must have the same size")
+        try:
+            src, bgr = read_image(pair.src), read_image(pair.bgr)
+            if src.shape != bgr.shape:
+                raise InputError(f"{pair.src} is {src.shape[1]}x{src.shape[0]} but its clean plate {pair.bgr} "
+                                 f"is {bgr.shape[1]}x{bgr.shape[0]}: they must have the same size")
+        except UserError as error:
+            skips.skip(pair.name, error)
+            continue
         if preprocess_alignment:
             alignment = align_plate(src, bgr)
             if alignment.failure:
@@ -77,6 +92,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         replacement = ReplacementBackground(args.replacement_background, allow_video=False)
         output_types.append(COMPOSITE)
 
+    skips = Skips(args.on_error, warn)
     shard = parse_shard(args.shard)
     pairing = pair_images(args.src, args.bgr)
     if shard:
@@ -84,6 +100,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         pairing = Pairing(shard.select(pairing.pairs, name=lambda pair: pair.name),
                           shard.select(pairing.unpaired_src, name=name_of),
                           shard.select(pairing.unpaired_bgr, name=name_of))
+    # A source of another extension is not listed as an image: it is named, not the plate it leaves alone.
+    others = sources_of_other_extensions(args.src, [stem(plate) for plate in pairing.unpaired_bgr])
+    skips.stop = skips.stop or len(pairing.pairs) + len(others) == 1  # one pair: its error is the message
+    for name, path in others.items():
+        skips.skip(name, InputError(f"{path}: {os.path.splitext(path)[1] or 'no extension'} is not an image "
+                                    f"extension read here ({', '.join(IMAGE_EXTENSIONS)}); rename it if it is "
+                                    "an image"))
+    pairing = pairing._replace(unpaired_bgr=[plate for plate in pairing.unpaired_bgr if stem(plate) not in others])
     if pairing.unpaired_src:
         warn(f"{len(pairing.unpaired_src)} source image(s) in {args.src} have no clean plate in {args.bgr} "
              f"and are skipped: {list_names(pairing.unpaired_src)}")
@@ -91,15 +115,17 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         warn(f"{len(pairing.unpaired_bgr)} clean plate(s) in {args.bgr} have no source image: "
              f"{list_names(pairing.unpaired_bgr)}")
     if not pairing.pairs:
-        if shard:
+        if shard and not skips:
             print(f"shard {shard}: no image pairs fall in this shard; nothing to do")
             return
+        skips.finish(len(skips), 'image pairs matted')
         raise InputError(f"no image of --src {args.src} has a clean plate in --bgr {args.bgr} "
                          "(they are paired by relative path without extension)")
     if shard:
         print(f"shard {shard}: {len(pairing.pairs)} image pair(s)")
 
-    todo = plan(pairing.pairs, args.output_dir, output_types, args.skip_existing)
+    todo = plan(pairing.pairs, args.output_dir, output_types, args.skip_existing, skips)
+    total = len(todo) + len(skips)  # the pairs to matte: --skip-existing leaves out those done
     # Every folder an output goes to is checked before the model loads, and made only once it loaded:
     # a run that fails early leaves nothing behind, and none fails after some outputs were written.
     folders = output_folders(args.output_dir, todo)
@@ -110,9 +136,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         check_not_existing((output_path(args.output_dir, t, pair.name) for pair, types in todo for t in types),
                            'pass --skip-existing to keep existing outputs and do the rest, or --overwrite to '
                            'replace them')
-    if len(todo) < len(pairing.pairs):
-        print(f"{len(pairing.pairs) - len(todo)} image(s) already done, skipped")
+    done_before = len(pairing.pairs) + len(others) - total
+    if done_before:
+        print(f"{done_before} image(s) already done, skipped")
     if not todo:
+        skips.finish(total, 'image pairs matted')
         return
 
     model, device, dtype = load_model_or_exit(parser, args)
@@ -132,12 +160,28 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     # leaves each image with every output or with none.
     start = time.perf_counter()
     try:
-        run_pipeline(read_pairs(todo, args.preprocess_alignment, replacement), compute, {'images': save_images},
-                     args.queue_size)
+        run_pipeline(read_pairs(todo, args.preprocess_alignment, replacement, skips), compute,
+                     {'images': save_images}, args.queue_size)
     finally:
         progress.close()
     throughput = Throughput(matting.frames, time.perf_counter() - start, matting.model_seconds)
-    print(f"{len(todo)} image(s) written to {args.output_dir}; {throughput}")
+    print(f"{matting.frames} image(s) written to {args.output_dir}; {throughput}")
+    skips.finish(total, 'image pairs matted')
+
+
+def sources_of_other_extensions(src: str, names) -> dict:
+    """{name: path} of the files in folder `src` whose name without extension is one of `names` but
+    whose extension is not an image's (`common.files.IMAGE_EXTENSIONS`): sources that are not listed."""
+    wanted, found = set(names), {}
+    if not wanted or not os.path.isdir(src):
+        return found
+    for root, dirs, files in os.walk(src, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith('.')]
+        for file in files:
+            relative = os.path.relpath(os.path.join(root, file), src).replace(os.sep, '/')
+            if not file.startswith('.') and not is_image_file(file) and stem(relative) in wanted:
+                found.setdefault(stem(relative), os.path.join(src, relative))
+    return found
 
 
 def output_folders(output_dir: str, todo) -> list:

@@ -13,7 +13,8 @@ from torch import nn
 from common.devices import PRECISIONS, check_device_name, inference_dtype, resolve_device
 from common.errors import UserError, exit_with_error
 from model import CheckpointError, MattingBase, MattingRefine, load_checkpoint, optimize
-from model.checkpoint import describe_load_error, is_torchscript_archive
+from model.checkpoint import describe_load_error, detect_backbone, is_torchscript_archive, read_state_dict
+from model.downloads import local_checkpoint
 from model.graphs import CUDAGraphs
 from model.model import AUTO, BACKBONES, RUNTIME_SETTINGS, set_refine_settings
 from model.refiner import PATCH_CROP_METHODS, PATCH_REPLACE_METHODS, REFINE_MODES
@@ -28,11 +29,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bo
     """
     group = parser.add_argument_group('model')
     group.add_argument('--model-type', choices=['mattingbase', 'mattingrefine'], default='mattingrefine')
-    group.add_argument('--model-backbone', choices=BACKBONES, default='mobilenetv2',
-                       help='ignored for TorchScript files, which carry their architecture')
+    group.add_argument('--model-backbone', choices=BACKBONES, default=None,
+                       help="default: the checkpoint's, read from its weights (mobilenetv2 without a checkpoint); "
+                            'ignored for TorchScript files, which carry their architecture')
     group.add_argument('--model-checkpoint', required=checkpoint_required,
                        help='official BGMv2 .pth, a state_dict or training checkpoint of this project, '
-                            'or a TorchScript file from export_torchscript.py')
+                            'a TorchScript file from export_torchscript.py, or an https:// URL of one '
+                            '(downloaded once into torch.hub\'s cache, verified by #sha256=<hex> at its end)')
     group.add_argument('--model-backbone-scale', type=scale_or_auto, default=AUTO,
                        help="resolution of the base network relative to the frame, in (0, 0.5]; 'auto' (default): "
                             "480 px on its long side, the paper's 0.25 at HD and 0.125 at 4K, for each frame size")
@@ -83,7 +86,7 @@ def default_to_demo_checkpoint(args: argparse.Namespace, parser: argparse.Argume
     than its own need a checkpoint (an argparse error, exit status 2)."""
     if args.model_checkpoint is not None:
         return
-    if args.model_backbone != DEMO_BACKBONE:
+    if args.model_backbone not in (None, DEMO_BACKBONE):
         parser.error(f'--model-checkpoint is required with --model-backbone {args.model_backbone} (the '
                      f'bundled demonstration model has a {DEMO_BACKBONE} backbone)')
     args.model_checkpoint = DEMO_CHECKPOINT
@@ -93,6 +96,7 @@ def default_to_demo_checkpoint(args: argparse.Namespace, parser: argparse.Argume
 
 def build_model(args: argparse.Namespace) -> nn.Module:
     """A MattingBase or MattingRefine as the model options describe, with random weights."""
+    resolve_backbone(args)
     if args.model_type == 'mattingbase':
         return MattingBase(args.model_backbone)
     return MattingRefine(args.model_backbone,
@@ -104,6 +108,21 @@ def build_model(args: argparse.Namespace) -> nn.Module:
                          refine_prevent_oversampling=args.model_refine_prevent_oversampling,
                          refine_patch_crop_method=args.model_refine_patch_crop_method,
                          refine_patch_replace_method=args.model_refine_patch_replace_method)
+
+
+def resolve_backbone(args: argparse.Namespace) -> None:
+    """Without --model-backbone, the checkpoint's backbone, read from its weights (mobilenetv2 without a
+    checkpoint, and for TorchScript files, which carry theirs); an unreadable file is left for loading to
+    name."""
+    if args.model_backbone is not None:
+        return
+    args.model_backbone = DEMO_BACKBONE
+    if args.model_checkpoint and os.path.isfile(args.model_checkpoint) \
+            and not is_torchscript_archive(args.model_checkpoint):
+        try:
+            args.model_backbone = detect_backbone(read_state_dict(args.model_checkpoint)[0]) or DEMO_BACKBONE
+        except (CheckpointError, OSError, RuntimeError):
+            pass
 
 
 def load_model(args: argparse.Namespace, device: Optional[torch.device] = None, slow_fallback: bool = True,
@@ -119,6 +138,9 @@ def load_model(args: argparse.Namespace, device: Optional[torch.device] = None, 
         model: called as `model(src, bgr)`; outputs as MattingBase / MattingRefine.
         device, dtype: where and in which precision inputs must be given.
     """
+    if args.model_checkpoint:  # an https:// URL: the verified file in torch.hub's cache
+        args.model_checkpoint = local_checkpoint(args.model_checkpoint, progress=True)
+    resolve_backbone(args)
     device = device or resolve_device(args.device)
     dtype = inference_dtype(args.precision, device, slow_fallback)
     if args.model_checkpoint and is_torchscript_archive(args.model_checkpoint):

@@ -20,8 +20,10 @@ from PIL import ImageColor
 from common.files import IMAGE_EXTENSIONS, is_image_file, list_images, names_by_stem
 from common.images import image_size, read_rgb
 
+from .audio import copies, stream_label, track_problem
 from .cli import InputError, warn
 from .colour import UNTAGGED, Colour
+from .decoding import StreamDamage, counted, decode_video, stated_end
 from .pipeline import END, offer
 
 
@@ -148,6 +150,8 @@ class VideoReader:
     Args:
         path: a video file.
         resize: (W, H) of the upright frames, or None.
+        check_audio: also decode the audio tracks, to warn of damage that the outputs would carry (see
+            `inference.audio`); a track whose header is damaged is named at once.
     Attributes:
         size (W, H) of the frames given, frame_rate (exact Fraction), time_base (of the pts),
         num_frames (as the container declares it; None when it does not say), has_audio, rotation
@@ -155,20 +159,26 @@ class VideoReader:
         as its first frame states it), sample_aspect_ratio (the shape of the pixels given, width /
         height: the stored one turned with the frames and stretched by `resize`, so that the
         picture keeps its displayed shape).
-    Iterating (once) gives `Frame`s with the stream's own presentation times, and warns at the end
-    when fewer frames could be decoded than the container declares.
+    Iterating (once) gives `Frame`s with the stream's own presentation times. Damaged data is skipped
+    as the ffmpeg command line skips it (`inference.decoding`); at the end a warning says how many
+    frames were decoded and where the first error was, for a damaged stream and where fewer frames
+    came than the header declares (or than its duration holds).
     """
 
-    def __init__(self, path: str, resize: Optional[Tuple[int, int]] = None):
+    def __init__(self, path: str, resize: Optional[Tuple[int, int]] = None, check_audio: bool = False):
         self.path, self.resize = path, resize
         try:
             self.container = av.open(path)
-        except (av.FFmpegError, OSError) as error:
+        except (av.FFmpegError, OSError, ValueError) as error:  # ValueError: metadata that is not UTF-8
             raise InputError(f"{path}: cannot open it as a video ({error})") from error
         if not self.container.streams.video:
             self.container.close()
             raise InputError(f"{path}: has no video stream")
         self.stream = self.container.streams.video[0]
+        if self.stream.codec_context is None:
+            label = stream_label(self.stream)
+            self.container.close()
+            raise InputError(f"{path}: {label}: FFmpeg has no decoder for it (a damaged header?)")
         self.stream.thread_type = 'AUTO'
         rate = self.stream.average_rate or self.stream.guessed_rate or self.stream.base_rate
         if not rate:
@@ -178,15 +188,23 @@ class VideoReader:
         self.num_frames: Optional[int] = self.stream.frames or None
         self.has_audio = bool(self.container.streams.audio)
 
+        # Damage is counted while decoding (see `inference.decoding`), the audio's too where it is kept.
+        self.damage: Dict[int, StreamDamage] = {}
+        checked = []
+        for stream in self.container.streams.audio if check_audio else ():
+            problem = track_problem(stream)
+            if problem:
+                warn(f"{path}: {stream_label(stream)}: {problem} (a damaged header?); it is left out of the outputs")
+            else:
+                checked.append(stream)
+        self._decoded = decode_video(self.container, self.stream, checked, self.damage)
         # The first frame tells the orientation, hence the size of the frames given.
-        self._decoded = self.container.decode(self.stream)
-        try:
-            self._first = next(self._decoded, None)
-        except av.FFmpegError as error:
-            self.container.close()
-            raise InputError(f"{path}: cannot decode it ({error})") from error
+        self._first = next(self._decoded, None)
         if self._first is None:
+            video = self.damage[self.stream.index]
             self.container.close()
+            if video:
+                raise InputError(f"{path}: {video.label} cannot be decoded: {video.describe()}")
             raise InputError(f"{path}: has no frames")
         self.rotation = int(round(self._first.rotation or 0))
         if self.rotation % 90:
@@ -206,19 +224,51 @@ class VideoReader:
         assert self._first is not None, 'a VideoReader is iterated once'
         first, self._first = self._first, None
         step = max(1, round(1 / (self.frame_rate * self.time_base)))
-        pts = None
+        pts = start = None
         to_rgb = FFmpegRGB()
         count = 0
         for count, frame in enumerate(itertools.chain([first], self._decoded), start=1):
             pts = frame.pts if frame.pts is not None else (0 if pts is None else pts + step)
+            start = pts if start is None else start
             image = to_rgb(frame)
             if self._quarter_turns:
                 image = np.ascontiguousarray(np.rot90(image, self._quarter_turns))
             yield Frame(resize_image(image, self.resize) if self.resize else image, pts, f"{count - 1:05d}")
+        self._warn_of_damage(count, float((pts + step) * self.time_base) if pts is not None else 0.0,
+                             float(start * self.time_base) if start is not None else 0.0)
+
+    def _warn_of_damage(self, count: int, end: float, start: float) -> None:
+        """Warns where fewer frames were decoded than the header says there are, and of each damaged
+        stream: FFmpeg goes on past damage, or stops quietly where the data ends (a copy cut short, a
+        recording that crashed)."""
+        video = self.damage[self.stream.index]
+        short = None
         if self.num_frames and count < self.num_frames:
-            # FFmpeg stops quietly where the data ends (a copy cut short, a recording that crashed).
-            warn(f"{self.path}: its header declares {self.num_frames} frames but only {count} could be decoded: "
-                 "is the file truncated?")
+            short = f"its header declares {self.num_frames} frames but only {count} could be decoded"
+        elif not self.num_frames:
+            audio = [record for index, record in self.damage.items() if index != self.stream.index]
+            others_end = max((record.end or 0.0 for record in audio), default=None) \
+                if audio and len(audio) == len(self.container.streams) - 1 else None
+            stated, slack = stated_end(self.container, self.stream, self.frame_rate, others_end)
+            if stated is not None and end < stated - slack:
+                short = (f"its header gives a duration of {stated - start:.2f} s (about "
+                         f"{round((stated - start) * self.frame_rate)} frames) but only {count} frames could be "
+                         f"decoded, up to {end:.2f} s")
+        if video:
+            decoded = short or f"{counted(count, 'frame')} decoded"
+            warn(f"{self.path}: {decoded}; {video.label} is damaged: {video.describe()}")
+        elif short:
+            warn(f"{self.path}: {short}: is the file truncated or damaged?")
+        for index, record in self.damage.items():
+            if index != self.stream.index and record:
+                kept = []
+                if record.failed or record.concealed or record.unread:
+                    kept.append('its packets are copied into the outputs as they are, damage and all'
+                                if copies(self.container.streams[index]) else
+                                'what decodes of it is re-encoded into the outputs')
+                if record.bad_times:
+                    kept.append('the packets with impossible times are left out of the outputs')
+                warn(f"{self.path}: {record.label} is damaged: {record.describe()}; {'; '.join(kept)}")
 
     def close(self) -> None:
         self.container.close()
@@ -231,12 +281,13 @@ class VideoReader:
 
 
 def open_clip(path: str, resize: Optional[Tuple[int, int]] = None, frame_rate: Optional[Fraction] = None,
-              option: str = '--video-src') -> Union[VideoReader, ImageSequenceReader]:
-    """A video file or a folder of frames (at `frame_rate`, 30 if None) as a reader."""
+              option: str = '--video-src', check_audio: bool = False) -> Union[VideoReader, ImageSequenceReader]:
+    """A video file (its audio checked with `check_audio`) or a folder of frames (at `frame_rate`, 30 if
+    None) as a reader."""
     if os.path.isdir(path):
         return ImageSequenceReader(path, resize, frame_rate or Fraction(30))
     if os.path.isfile(path):
-        return VideoReader(path, resize)
+        return VideoReader(path, resize, check_audio)
     raise InputError(f"{option} {path}: no such file or folder")
 
 

@@ -1,12 +1,13 @@
 """Writers: PNG files (`save_image`, all or none for the outputs of one source: `save_images`), frame
 folders (`ImageSequenceWriter`, swapped in when complete) and H.264 videos (`VideoWriter`, through
-PyAV, with every audio track of the source: `SourceAudio`). Nothing is ever half-written under its
+PyAV, with every audio track of the source: `audio.SourceAudio`). Nothing is ever half-written under its
 final name."""
+import contextlib
 import math
 import os
 import shutil
 from fractions import Fraction
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import av
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image
 
 from common.files import remove_quietly, temporary_path
 
+from .audio import MP4_AUDIO_CODECS, SourceAudio, ffmpeg_reason, in_samples  # noqa: F401  (their earlier home)
 from .cli import InputError
 from .colour import SWSCALE_MATRICES, UNTAGGED, Colour, output_colour
 
@@ -118,8 +120,8 @@ class VideoWriter:
             time base and pts to keep its timing exactly (variable frame rate, audio sync).
         bit_rate: bits per second; None for constant quality `crf`.
         crf: x264 constant rate factor (0 lossless ... 51); DEFAULT_CRF if neither is given.
-        audio_source: a media file whose audio tracks are all kept (see `SourceAudio`), interleaved
-            by time with the video.
+        audio_source: a media file whose audio tracks are all kept (see `SourceAudio`: what a damaged
+            file holds that MP4 cannot take is left out), interleaved by time with the video.
         colour: the colour description to convert RGB to YUV with and to store (matrix, primaries,
             transfer, range); default `output_colour(UNTAGGED, size)`, what players assume.
         sample_aspect_ratio: the shape of the pixels to store (anamorphic video); default square.
@@ -149,15 +151,16 @@ class VideoWriter:
         self._last_pts: Optional[int] = None
         try:
             self.audio = SourceAudio(audio_source) if audio_source else None
-            self.container = av.open(self.temporary, mode='w', container_options=self._timescales())
-            self.stream = self.container.add_stream('libx264', rate=Fraction(frame_rate))
-            self.stream.codec_context.time_base = self.time_base
-            if bit_rate:
-                self.stream.bit_rate = int(bit_rate)
-            else:
-                self.stream.options = {'crf': str(DEFAULT_CRF if crf is None else crf)}
-            if self.audio:
-                self.audio.add_to(self.container)
+            with self._naming_ffmpeg_errors():
+                self.container = av.open(self.temporary, mode='w', container_options=self._timescales())
+                self.stream = self.container.add_stream('libx264', rate=Fraction(frame_rate))
+                self.stream.codec_context.time_base = self.time_base
+                if bit_rate:
+                    self.stream.bit_rate = int(bit_rate)
+                else:
+                    self.stream.options = {'crf': str(DEFAULT_CRF if crf is None else crf)}
+                if self.audio:
+                    self.audio.add_to(self.container)
         except BaseException:
             self.abort()
             raise
@@ -179,16 +182,28 @@ class VideoWriter:
         to the constructor (`input_time_base`)."""
         if self._last_pts is None:
             self._configure(width=frames.shape[2], height=frames.shape[1])
-        for image, t in zip(frames, pts):
-            t = self.output_pts(int(t))
-            if self._last_pts is not None and t <= self._last_pts:  # H.264 needs increasing times
-                t = self._last_pts + 1
-            if self.audio:
-                self.audio.mux_until(self.container, t * self.time_base)
-            frame = self.to_yuv(image)
-            frame.pts, frame.time_base = t, self.time_base
-            self.container.mux(self.stream.encode(frame))
-            self._last_pts = t
+        with self._naming_ffmpeg_errors():
+            for image, t in zip(frames, pts):
+                t = self.output_pts(int(t))
+                if self._last_pts is not None and t <= self._last_pts:  # H.264 needs increasing times
+                    t = self._last_pts + 1
+                if self.audio:
+                    self.audio.mux_until(self.container, t * self.time_base)
+                frame = self.to_yuv(image)
+                frame.pts, frame.time_base = t, self.time_base
+                self.container.mux(self.stream.encode(frame))
+                self._last_pts = t
+
+    @contextlib.contextmanager
+    def _naming_ffmpeg_errors(self):
+        """FFmpeg's errors name the temporary file, or nothing: InputError names the output, and the
+        source's audio, which is all that comes from another file (a damaged one, where this fails)."""
+        try:
+            yield
+        except av.FFmpegError as error:
+            audio = (f" with the audio of {self.audio.path} ({', '.join(self.audio.labels())}), which may be "
+                     "damaged (--no-audio leaves it out)") if self.audio and self.audio.tracks else ''
+            raise InputError(f"{self.path}: FFmpeg cannot write it{audio}: {ffmpeg_reason(error)}") from error
 
     def _configure(self, width: int, height: int) -> None:
         """The size, pixel format and colour description of the stream, from its first frames."""
@@ -235,10 +250,11 @@ class VideoWriter:
             self.abort()
             raise InputError(f"{self.path}: no frames to write")
         try:
-            self.container.mux(self.stream.encode())
-            if self.audio:
-                self.audio.mux_until(self.container, None)
-            self.container.close()
+            with self._naming_ffmpeg_errors():
+                self.container.mux(self.stream.encode())
+                if self.audio:
+                    self.audio.mux_until(self.container, None)
+                self.container.close()
         except BaseException:
             self.abort()
             raise
@@ -255,115 +271,3 @@ class VideoWriter:
                 except Exception:
                     pass
         remove_quietly(self.temporary)
-
-
-# Audio codecs that MP4 holds and players read, copied as they are. The others (PCM, Vorbis, ADPCM,
-# DTS, ...) are re-encoded as AAC: FFmpeg puts some in MP4 (PCM as 'ipcm'), but few players read them.
-MP4_AUDIO_CODECS = frozenset({'aac', 'mp3', 'ac3', 'eac3', 'alac', 'flac', 'opus'})
-AAC_BIT_RATE_PER_CHANNEL = 96_000
-AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
-AAC_LAYOUTS = {1: 'mono', 2: 'stereo', 3: '3.0', 4: '4.0', 5: '5.0', 6: '5.1', 7: '6.1', 8: '7.1'}
-
-
-class AudioTrack(NamedTuple):
-    source: av.audio.stream.AudioStream
-    rate: int    # the output's sample rate, in whose samples the MP4 muxer times the track
-    copy: bool   # copied; else decoded and re-encoded as AAC
-
-
-class SourceAudio:
-    """The audio tracks of a media file, written beside a VideoWriter's video in time order.
-
-    Every track is kept: copied where MP4 holds the codec and players read it (`MP4_AUDIO_CODECS`),
-    else re-encoded as AAC (96 kb/s a channel, the same sample rate where AAC has it, else 48 kHz).
-    Copied packets are timed in samples, and the padding that the source marks to be dropped at the
-    end of a packet (Matroska's DiscardPadding, after Opus and MP3) is taken off its duration: the
-    MP4 edit list then ends the track where the source's decoders stop.
-
-    Args:
-        path: the media file; its video and other streams are ignored.
-    Attributes:
-        tracks: the `AudioTrack`s, in the source's order; rates: their output sample rates.
-    """
-
-    def __init__(self, path: str):
-        self.input = av.open(path)
-        self.tracks = []
-        for stream in self.input.streams.audio:
-            copy = stream.codec_context.codec.canonical_name in MP4_AUDIO_CODECS
-            rate = stream.sample_rate if copy or stream.sample_rate in AAC_RATES else 48000
-            self.tracks.append(AudioTrack(stream, rate, copy))
-        self.rates = [track.rate for track in self.tracks]
-        self._outputs: Dict[int, Tuple[AudioTrack, av.audio.stream.AudioStream]] = {}
-        self._packets = self.input.demux(*[track.source for track in self.tracks]) if self.tracks else iter(())
-        self._pending: Optional[av.Packet] = None
-        self._next_sample: Dict[int, int] = {}
-
-    def add_to(self, container: av.container.OutputContainer) -> None:
-        """Adds the tracks to `container`, before anything is written to it."""
-        for track in self.tracks:
-            if track.copy:
-                stream = container.add_stream_from_template(track.source)
-            else:
-                stream = container.add_stream('aac', rate=track.rate)
-                source = track.source.codec_context
-                known = not source.layout.name.endswith('channels')  # '3 channels': an order nobody stated
-                stream.layout = source.layout.name if known else AAC_LAYOUTS.get(source.channels, 'stereo')
-                stream.bit_rate = AAC_BIT_RATE_PER_CHANNEL * stream.codec_context.channels
-            self._outputs[track.source.index] = (track, stream)
-
-    def mux_until(self, container: av.container.OutputContainer, seconds: Optional[Fraction]) -> None:
-        """Writes the packets that start at or before `seconds` (all that are left for None)."""
-        while True:
-            if self._pending is None:
-                self._pending = next(self._packets, None)
-                if self._pending is None:
-                    break
-            packet = self._pending
-            if seconds is not None and packet.pts is not None and packet.pts * packet.time_base > seconds:
-                return
-            self._pending = None
-            track, stream = self._outputs[packet.stream.index]
-            if track.copy and packet.dts is not None:  # not the demuxer's final empty packet
-                container.mux(in_samples(packet, track.rate))
-            elif not track.copy:  # the final empty packet flushes the decoder
-                for frame in packet.decode():
-                    container.mux(stream.encode(self._timed(frame, track)))
-        if seconds is None:
-            for track, stream in self._outputs.values():
-                if not track.copy:
-                    container.mux(stream.encode(None))
-
-    def _timed(self, frame: av.AudioFrame, track: AudioTrack) -> av.AudioFrame:
-        """A decoded frame timed in samples at the output rate. Audio is continuous: a frame starts
-        where the one before ended, unless its own time says otherwise by more than the source's unit
-        (a gap), which in Matroska is a millisecond, too coarse to time samples by."""
-        index = track.source.index
-        expected = self._next_sample.get(index)
-        if frame.pts is not None:
-            own = round(frame.pts * frame.time_base * track.rate)
-            tolerance = math.ceil(frame.time_base * track.rate)
-            if expected is None or abs(own - expected) > tolerance:
-                expected = own
-        expected = expected or 0
-        frame.pts, frame.time_base = expected, Fraction(1, track.rate)
-        self._next_sample[index] = expected + round(frame.samples * Fraction(track.rate, frame.sample_rate))
-        return frame
-
-    def close(self) -> None:
-        self.input.close()
-
-
-def in_samples(packet: av.Packet, rate: int) -> av.Packet:
-    """An audio packet timed in samples at `rate` (1 / rate), its duration less the padding that its
-    container marks to be dropped at its end (skip-samples side data)."""
-    unit = Fraction(1, rate)
-    for name in ('pts', 'dts', 'duration'):
-        value = getattr(packet, name)
-        if value is not None:
-            setattr(packet, name, round(value * packet.time_base / unit))
-    if packet.duration and packet.has_sidedata('skip_samples'):
-        discard = int.from_bytes(bytes(packet.get_sidedata('skip_samples'))[4:8], 'little')
-        packet.duration = max(1, packet.duration - discard)
-    packet.time_base = unit
-    return packet

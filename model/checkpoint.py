@@ -7,10 +7,18 @@ Accepted files:
       (`state_dict` and `model_state` are accepted too).
 Weights saved from DistributedDataParallel (`module.`) or torch.compile (`_orig_mod.`) are unwrapped.
 Everything is read with `map_location`, so GPU checkpoints load on CPU-only machines.
+
+Every file is checked before it is loaded (`check_weight_file`): torch does not check the CRC-32 that
+a zip archive (torch.save, torch.jit.save) stores for each entry, so a flipped bit in the tensor data
+would load as a wrong weight. The files this project ships are checked against their sha256 as well.
 """
+import hashlib
+import mmap
 import os
 import re
+import struct
 import zipfile
+import zlib
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -28,23 +36,123 @@ class CheckpointError(ValueError):
     """A weight file that cannot be used for the requested model."""
 
 
+class DamagedCheckpointError(CheckpointError):
+    """A weight file whose bytes are not those that were written (a bad copy or download). `reason`
+    says what is wrong, without the file's name."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"cannot read checkpoint {path!r}: {reason}")
+        self.path, self.reason = path, reason
+
+
+# The sha256 of the weight files this project ships, by file name: a file of that name with another
+# digest is a damaged copy. (The official BGMv2 checkpoints' digests are not known here: their entries'
+# CRC-32s are checked, as every archive's.) A new release of a file changes its digest here.
+KNOWN_SHA256 = {
+    'mattingrefine_mobilenetv2_synthetic_fp16.pth': '640eb15c308ea1aadcd6cf189b2235839442538008ba9764d8255f59f52fe34c',
+}
+COPY_AGAIN = 'the file is damaged (a bad copy or download?); copy it again'
+_checked = set()  # (real path, size, modification time) of the files that passed `check_weight_file`
+
+
 # Training checkpoints of other projects hold numpy scalars beside the weights (VainF's DeepLabV3
 # files store `best_score` as numpy.float64): plain data, safe to unpickle.
 NUMPY_SCALAR_GLOBALS = [numpy_scalar, np.dtype, *(type(np.dtype(t)) for t in ('f8', 'f4', 'i8', 'i4', 'bool'))]
 
 
 def load_weights_file(path: str, map_location='cpu'):
-    """`torch.load` with `weights_only=True` (no arbitrary code), also accepting numpy scalars."""
+    """`torch.load` with `weights_only=True` (no arbitrary code), also accepting numpy scalars, of a
+    file that passed `check_weight_file` (else DamagedCheckpointError)."""
+    check_weight_file(path)
     with torch.serialization.safe_globals(NUMPY_SCALAR_GLOBALS):
         return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def check_weight_file(path: str) -> None:
+    """Raises DamagedCheckpointError, naming the file, when its bytes are not those written: a known
+    file (`KNOWN_SHA256`) of another sha256, or a zip archive whose directory cannot be read or one
+    of whose entries does not match its stored CRC-32. Other files (the legacy pickle format) hold
+    nothing to check. A file that passed is not read again while it is unchanged."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key in _checked:
+        return
+    problem = weight_file_damage(path)
+    if problem:
+        raise DamagedCheckpointError(path, problem)
+    _checked.add(key)
+
+
+def weight_file_damage(path: str) -> Optional[str]:
+    """Why the bytes of `path` are not those written (see `check_weight_file`), or None."""
+    with open(path, 'rb') as file:
+        if os.fstat(file.fileno()).st_size == 0:
+            return None  # nothing was written: `weight_file_format_problem` says so
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            expected = KNOWN_SHA256.get(os.path.basename(path))
+            if expected:
+                digest = hashlib.sha256(data).hexdigest()
+                if digest != expected:
+                    return (f"its sha256 is {digest[:12]}..., not that of the released {os.path.basename(path)} "
+                            f"({expected[:12]}...): {COPY_AGAIN}")
+                return None  # the very bytes released
+            if data[:2] != b'PK' and not zipfile.is_zipfile(file):  # the legacy format: a pickle stream
+                return None
+            return zip_damage(file, data)
+
+
+def zip_damage(file, data: mmap.mmap) -> Optional[str]:
+    """Why a zip archive (`file`, also mapped as `data`) is damaged: its directory cannot be read, or
+    an entry is not where the directory places it or does not match its CRC-32 (None if intact)."""
+    try:
+        archive = zipfile.ZipFile(file)
+    except Exception as error:  # BadZipFile, or a name that is not UTF-8, a size that does not fit, ...
+        return f"the file is truncated or corrupt: its zip directory cannot be read ({error}); copy it again"
+    with archive, memoryview(data) as view:
+        for entry in archive.infolist():
+            start = entry.header_offset
+            header = bytes(view[start:start + 30])
+            if len(header) < 30 or header[:4] != b'PK\x03\x04':
+                return f"entry {entry.filename!r} is not where the zip directory places it: {COPY_AGAIN}"
+            name_length, extra_length = struct.unpack('<HH', header[26:30])
+            start += 30 + name_length + extra_length
+            if start + entry.compress_size > len(view):
+                return f"the file is truncated or corrupt: entry {entry.filename!r} ends past its end; copy it again"
+            if entry.compress_type == zipfile.ZIP_STORED:  # torch.save stores its tensors uncompressed
+                if entry.file_size != entry.compress_size:
+                    return f"entry {entry.filename!r} has two sizes: {COPY_AGAIN}"
+                crc = zlib.crc32(view[start:start + entry.compress_size])
+            else:  # the compressed code of TorchScript: zipfile checks the CRC as it inflates
+                try:
+                    with archive.open(entry) as member:
+                        while member.read(1 << 20):
+                            pass
+                    continue
+                except Exception:  # BadZipFile (a wrong CRC), zlib.error, EOFError
+                    crc = None
+            if crc != entry.CRC:
+                return f"entry {entry.filename!r} does not match its CRC-32: {COPY_AGAIN}"
+    return None
+
+
 def is_torchscript_archive(path: str) -> bool:
-    """True if `path` was written by `torch.jit.save` (a zip archive with compiled code)."""
-    if not zipfile.is_zipfile(path):
+    """True if `path` is an intact archive written by `torch.jit.save` (a zip archive with compiled
+    code). A damaged or unreadable file is not taken for one: loaded as weights, it is named with
+    what is wrong (`read_state_dict`)."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return False
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except Exception:  # a damaged zip directory: BadZipFile, a name that is not UTF-8, ...
         return False
-    with zipfile.ZipFile(path) as archive:
-        return any(name.endswith('constants.pkl') or '/code/' in name for name in archive.namelist())
+    if not any(name.endswith('constants.pkl') or '/code/' in name for name in names):
+        return False
+    try:
+        check_weight_file(path)  # torch.jit.load does not check the CRC-32s either
+    except (CheckpointError, OSError):
+        return False
+    return True
 
 
 def weight_file_format_problem(path: str) -> Optional[str]:
@@ -64,6 +172,8 @@ def describe_load_error(error: BaseException) -> str:
     """One line on why torch.load or torch.jit.load failed, for a user who cannot act on its internals.
 
     Never suggests loading with weights_only=False: a file refused by the safe loader is not run."""
+    if isinstance(error, DamagedCheckpointError):
+        return error.reason
     text = str(error)
     if 'central directory' in text or 'miniz' in text or 'unexpected eof' in text.lower() \
             or 'Unexpected end' in text or 'truncated' in text.lower():
@@ -87,13 +197,14 @@ def read_state_dict(path: str, map_location='cpu') -> Tuple[Dict[str, torch.Tens
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path!r} does not exist")
+    problem = weight_file_format_problem(path)
+    if problem:
+        raise CheckpointError(f"{path!r} {problem}")
+    check_weight_file(path)
     if is_torchscript_archive(path):
         raise CheckpointError(
             f"{path!r} is a TorchScript archive (written by torch.jit.save), not a state_dict or a training "
             "checkpoint. Load it with torch.jit.load; the inference scripts take it as --model-checkpoint as it is.")
-    problem = weight_file_format_problem(path)
-    if problem:
-        raise CheckpointError(f"{path!r} {problem}")
     try:
         obj = load_weights_file(path, map_location)
     except Exception as error:

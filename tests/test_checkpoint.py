@@ -1,5 +1,10 @@
+import importlib
 import os
+import random
+import re
+import struct
 import tempfile
+import zipfile
 
 import numpy as np
 import pytest
@@ -7,8 +12,13 @@ import torch
 import torchvision
 
 from model import CheckpointError, MattingBase, MattingRefine, load_checkpoint, load_matched_state_dict
-from model.checkpoint import detect_backbone, load_imagenet_backbone, read_state_dict
+from broken_files import flip_bits, swap_blocks
+from inference.model import DEMO_CHECKPOINT
+from model.checkpoint import (KNOWN_SHA256, check_weight_file, detect_backbone, is_torchscript_archive,
+                              load_imagenet_backbone, load_weights_file, read_state_dict)
 from tolerance import assert_close
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
@@ -213,3 +223,98 @@ def test_release_weights_averages_several_checkpoints(tmp_path):
     with pytest.raises(SystemExit):   # other tensors: nothing to average
         release_weights.main([paths[0], str(tmp_path / 'base.pth'), str(tmp_path / 'bad.pth')])
     assert not os.path.exists(tmp_path / 'bad.pth')
+
+
+# --------------------------------------------------------------------------- damaged files (issue 28)
+
+def entry_spans(path):
+    """{entry name: (start, end) of its stored bytes} and the start of the central directory of the zip
+    archive that torch.save wrote (its entries are stored, not compressed)."""
+    data = open(path, 'rb').read()
+    spans = {}
+    with zipfile.ZipFile(path) as archive:
+        for entry in archive.infolist():
+            name_length, extra_length = struct.unpack('<HH', data[entry.header_offset + 26:entry.header_offset + 30])
+            start = entry.header_offset + 30 + name_length + extra_length
+            spans[entry.filename] = (entry.header_offset + 30 + name_length, start, start + entry.compress_size)
+    return spans, data.find(b'PK\x01\x02')
+
+
+def test_flipped_bits_in_the_tensor_data_are_a_clear_error_naming_the_file(tmp_path, refine_weights):
+    good = tmp_path / 'good.pth'
+    torch.save(refine_weights, good)
+    spans, _ = entry_spans(good)
+    tensors = [(start, end) for name, (_, start, end) in spans.items() if '/data/' in name]
+    damaged = tmp_path / 'damaged.pth'
+    damaged.write_bytes(flip_bits(good.read_bytes(), 10, random.Random(28), tensors))
+    # torch.load takes the file and gives other weights: what loaded silently before the CRC-32s were checked
+    loaded = torch.load(damaged, weights_only=True)
+    assert any(not torch.equal(loaded[k], refine_weights[k]) for k in refine_weights)
+    with pytest.raises(CheckpointError, match=r"damaged\.pth.*does not match its CRC-32.*copy it again") as error:
+        load_checkpoint(MattingRefine('mobilenetv2'), str(damaged))
+    assert '\n' not in str(error.value)
+    with pytest.raises(CheckpointError, match=r"damaged\.pth"):  # the loader of training and initialisation too
+        load_weights_file(str(damaged))
+
+
+def test_the_bundled_weights_are_checked_against_their_sha256(tmp_path):
+    check_weight_file(DEMO_CHECKPOINT)  # KNOWN_SHA256 holds the digest of the file shipped in weights/
+    name = os.path.basename(DEMO_CHECKPOINT)
+    assert name in KNOWN_SHA256
+    # One bit flipped in the padding that aligns an entry (a local header's extra field): every CRC-32
+    # still matches and torch.load gives the same weights, but the file is not the one released.
+    spans, _ = entry_spans(DEMO_CHECKPOINT)
+    extra_start, data_start, _ = spans[next(name for name in spans if name.endswith('/data/0'))]
+    assert data_start - extra_start > 8
+    copy = tmp_path / name
+    padding = [(extra_start + 4, data_start)]
+    copy.write_bytes(flip_bits(open(DEMO_CHECKPOINT, 'rb').read(), 1, random.Random(0), padding))
+    with pytest.raises(CheckpointError, match=rf"{re.escape(name)}.*sha256 is .*not that of the released") as error:
+        read_state_dict(str(copy))
+    assert '\n' not in str(error.value)
+
+
+def central_directory_damage(data):
+    """The two mutations of a zip archive that torch.load and zipfile report without naming the file:
+    a byte of an entry's name in the central directory that is not UTF-8 (torch flags names as UTF-8), and
+    the central directory's first block swapped with a block of tensor data."""
+    directory = data.find(b'PK\x01\x02')
+    name_byte = directory + 46 + 10  # a central directory entry's name starts 46 bytes in
+    not_utf8 = data[:name_byte] + b'\xfc' + data[name_byte + 1:]
+    return {'not-utf8.pth': not_utf8, 'swapped.pth': swap_blocks(data, 5000, directory, 64)}
+
+
+def test_a_damaged_zip_directory_is_one_line_naming_the_file(tmp_path, refine_weights):
+    good = tmp_path / 'good.pth'
+    torch.save(refine_weights, good)
+    for name, damaged in central_directory_damage(good.read_bytes()).items():
+        path = tmp_path / name
+        path.write_bytes(damaged)
+        assert not is_torchscript_archive(str(path))  # was zipfile.BadZipFile, a traceback
+        with pytest.raises(CheckpointError, match=rf"{name}.*truncated or corrupt: its zip directory cannot be read"):
+            read_state_dict(str(path))
+
+
+@pytest.mark.parametrize('script', ['inference_images', 'inference_video', 'export_onnx', 'export_torchscript'])
+def test_every_script_names_a_damaged_checkpoint_in_one_line(tmp_path, refine_weights, capsys, script):
+    good = tmp_path / 'good.pth'
+    torch.save(refine_weights, good)
+    samples = os.path.join(ROOT, 'samples')
+    source = os.path.join(samples, 'src', sorted(os.listdir(os.path.join(samples, 'src')))[0])
+    arguments = {
+        'inference_images': ['--output-dir', tmp_path / 'out', '--device', 'cpu'],
+        'inference_video': ['--video-src', source, '--bgr-first-frames', '1', '--output-dir', tmp_path / 'out',
+                            '--device', 'cpu'],
+        'export_onnx': ['--output', tmp_path / 'model.onnx', '--model-refine-patch-crop-method', 'roi_align'],
+        'export_torchscript': ['--output', tmp_path / 'model.pt'],
+    }[script]
+    main = importlib.import_module(script).main
+    for name, damaged in central_directory_damage(good.read_bytes()).items():
+        path = tmp_path / name
+        path.write_bytes(damaged)
+        with pytest.raises(SystemExit) as exit:
+            main([str(a) for a in [*arguments, '--model-checkpoint', path]])
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if 'warning' not in line.lower()]
+        assert exit.value.code == 1 and 'Traceback' not in err, err
+        assert len(lines) == 1 and name in lines[0] and 'zip directory' in lines[0], err

@@ -6,6 +6,7 @@ naively here (2-D filter loops, the benchmark's level-map loop with scipy's labe
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from PIL import Image
 from scipy import ndimage
 
 from broken_files import png_claiming
-from common.errors import UserError
+from common.errors import Skips, UserError
 from evaluation.benchmark import evaluate_folders
 from evaluation.metrics import (connectivity_error, dtssd, evaluate_matte, foreground_mse,
                                 gradient_error, gradient_magnitude, mad, mse, sad,
@@ -415,7 +416,42 @@ def test_an_image_above_the_pixel_limit_is_one_clear_line(tmp_path):
     make_synthetic_set(tmp_path, rng, count=2)
     png_claiming(tmp_path / 'out' / 'pha' / '0001.png', 20000, 20000)
     done = run_script('--pred', tmp_path / 'out' / 'pha', '--true', tmp_path / 'data/captures/pha',
-                      '--out', tmp_path / 'results')
+                      '--out', tmp_path / 'results', '--on-error', 'stop')
     assert done.returncode == 1, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and '0001.png: 20000x20000' in lines[0] and 'BGM_MAX_IMAGE_PIXELS' in lines[0], lines
+
+
+def test_a_batch_evaluates_every_readable_file_and_names_each_skipped_one(tmp_path):
+    # Issue 28: the run stopped at the first unreadable image, after the good ones before it.
+    make_synthetic_set(tmp_path, np.random.default_rng(10), count=6)
+    pred, true = tmp_path / 'out' / 'pha', tmp_path / 'data' / 'captures' / 'pha'
+    png_claiming(pred / '0000.png', 20000, 20000)                             # above the pixel limit
+    (pred / '0001.png').write_bytes((pred / '0001.png').read_bytes()[:60])   # cut short
+    (true / '0002.png').write_bytes(b'')                                      # empty
+    save_gray(pred / '0003.png', np.zeros((16, 16)))                          # another size
+    (pred / '0004.png').rename(pred / '0004.heic')                            # not an image extension
+    done = run_script('--pred', pred, '--true', true, '--out', tmp_path / 'results')
+    lines = done.stderr.strip().splitlines()
+    for name, reason in [('0000', '20000x20000'), ('0001', r'0001\.png: cannot read the image'),
+                         ('0002', r'0002\.png: not a readable'), ('0003', r'0003\.png is 16x16 but .*0003\.png is 40x32'),
+                         ('0004', r'pha/0004\.heic: \.heic is not an image extension')]:
+        assert any(re.match(rf'warning: skipped {name}: .*{reason}', line) for line in lines), (name, lines)
+    assert done.returncode == 1 and len(lines) == 6 and lines[-1] == (
+        'evaluate.py: error: 1 of 6 files evaluated; 5 skipped (named above): 0000, 0001, 0002, 0003, 0004'), lines
+    with open(tmp_path / 'results' / 'per_file.csv') as file:
+        assert [row['file'] for row in csv.DictReader(file)] == ['0005']
+    assert len(json.loads((tmp_path / 'results' / 'summary.json').read_text())['skipped']) == 5
+    done = run_script('--pred', pred, '--true', true, '--out', tmp_path / 'stopped', '--on-error', 'stop')
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and '0004.heic' in lines[0] and 'skipped' not in lines[0], lines
+    # In clips, the frame after a skipped one has no dtSSD: its predecessor is not the frame before it.
+    for folder in ('true', 'pred'):
+        for index in range(4):
+            save_gray(tmp_path / folder / 'walk' / f'{index}.png', np.full((8, 8), index / 10))
+    (tmp_path / 'pred' / 'walk' / '1.png').write_bytes(b'\x89PNG broken')
+    results = evaluate_folders(tmp_path / 'pred', tmp_path / 'true', mode='frame', clips=True, skips=Skips('skip'))
+    assert [(row['file'], row['dtssd'] is None) for row in results.rows] == [
+        ('walk/0', True), ('walk/2', True), ('walk/3', False)]
+    with pytest.raises(UserError, match=r'walk/1\.png'):  # without a Skips, as before: the first is an error
+        evaluate_folders(tmp_path / 'pred', tmp_path / 'true', mode='frame', clips=True)

@@ -369,3 +369,56 @@ def written_names(out):
     folder = out / 'pha'
     return [os.path.splitext(os.path.relpath(os.path.join(root, f), folder))[0]
             for root, _, files in os.walk(folder) for f in files] if folder.exists() else []
+
+
+def test_a_shard_count_below_one_is_named_with_the_expected_form(tmp_path, capsys):
+    """--shard 1/0 and 0/0 said 'the shard index must be between 1 and 1'."""
+    for bad in ('1/0', '0/0', '2/-3'):
+        assert run('--shard', bad, '--output-dir', tmp_path / 'out') == 1
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert f'--shard {bad}: the shard count N must be at least 1; expected I/N with 1 <= I <= N, e.g. 2/8' in err
+        assert 'between 1 and 1' not in err
+    assert run('--shard', '5/4', '--output-dir', tmp_path / 'out') == 1
+    assert 'the shard index I must be between 1 and 4; expected I/N' in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
+
+
+def test_a_batch_mattes_every_readable_pair_and_names_each_skipped_file(tmp_path, checkpoint, capsys):
+    # Issue 28: the run stopped at the first unreadable image, after the good ones before it.
+    names = ['0000', '0001', '0002', '0003', '0004', '0005']
+    for index, name in enumerate(names):
+        plate = textured_plate(160, 96, seed=index)
+        save_png(tmp_path / 'src' / f'{name}.png', composite_subject(plate)[0])
+        save_png(tmp_path / 'bgr' / f'{name}.png', plate)
+    corrupt_jpeg(tmp_path / 'src' / '0001.jpg', composite_subject(textured_plate(160, 96))[0])  # data cut short
+    os.remove(tmp_path / 'src' / '0001.png')
+    (tmp_path / 'bgr' / '0002.png').write_bytes(b'')                                      # an empty plate
+    save_png(tmp_path / 'bgr' / '0003.png', textured_plate(128, 64))                       # another size
+    os.rename(tmp_path / 'src' / '0004.png', tmp_path / 'src' / '0004.heic')              # not an image extension
+    argv = ['--src', tmp_path / 'src', '--bgr', tmp_path / 'bgr', '--output-types', 'pha', '--disable-progress',
+            *model_args(checkpoint)]
+    assert run(*argv, '--output-dir', tmp_path / 'out') == 1
+    err = capsys.readouterr().err.splitlines()
+    skipped = [line for line in err if line.startswith('warning: skipped')]
+    assert len(skipped) == 4, err
+    for name, reason in [('0001', r'src/0001\.jpg: not a readable image'), ('0002', r'bgr/0002\.png: not a readable'),
+                         ('0003', r'src/0003\.png is 160x96 but its clean plate .*bgr/0003\.png is 128x64'),
+                         ('0004', r'src/0004\.heic: \.heic is not an image extension')]:
+        assert any(re.match(rf'warning: skipped {name}: .*{reason}', line) for line in skipped), (name, err)
+    assert not any('bgr/0004.png' in line for line in err), err  # the source is named, not its plate
+    assert re.fullmatch(r'inference_images\.py: error: 2 of 6 image pairs matted; 4 skipped \(named above\): '
+                        r'0001, 0002, 0003, 0004', err[-1]), err
+    assert sorted(written_names(tmp_path / 'out')) == ['0000', '0005']
+    assert not leftovers(tmp_path / 'out')
+
+    # --on-error stop: today's behaviour, the first unreadable pair ends the run (its header is read first).
+    assert run(*argv, '--output-dir', tmp_path / 'stopped', '--on-error', 'stop') == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and 'src/0004.heic' in err[0] and 'skipped' not in err[0], err
+
+
+def test_the_help_says_what_on_error_does(capsys):
+    with pytest.raises(SystemExit):
+        inference_images.main(['--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    assert "--on-error {skip,stop}" in text and "'skip' (default)" in text and "'stop' ends the run" in text
