@@ -30,6 +30,7 @@ import os
 import sys
 
 from common.errors import Skips, UserError, add_on_error_argument, exit_with_error
+from common.images import max_image_pixels
 from evaluation.benchmark import MODES, evaluate_folders, format_summary, write_results
 
 
@@ -70,6 +71,7 @@ def main(argv=None):
     try:
         if os.path.exists(args.out) and not os.path.isdir(args.out):  # before a long run
             raise UserError(f'--out {args.out}: exists and is not a folder')
+        max_image_pixels()  # a malformed BGM_MAX_IMAGE_PIXELS ends the run here, not as a skip of every file
         results = evaluate_folders(args.pred, args.true, trimap=args.trimap, mode=args.mode,
                                    clips=args.clips, pred_fgr=args.pred_fgr, true_fgr=args.true_fgr,
                                    progress=print_progress, skips=skips)

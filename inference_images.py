@@ -46,6 +46,7 @@ import os
 
 from common.errors import add_on_error_argument
 from common.files import FolderTaken, OutputLock
+from common.images import max_image_pixels
 from common.memory import retain_freed_memory
 from common.shards import parse_shard
 from inference.cli import exit_on_user_error
@@ -131,6 +132,7 @@ def run_locked(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Non
     (the same shard, or all of it) is refused, naming the first, instead of both writing and the second
     silently replacing the first's outputs. Two runs given no --output-dir take a new folder each."""
     shard = parse_shard(args.shard)
+    max_image_pixels()  # a malformed BGM_MAX_IMAGE_PIXELS ends the run here, not as a skip of every file
     while True:
         lock = OutputLock(args.output_dir, shard, new=args.default_output_base is not None)
         try:
