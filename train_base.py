@@ -1,4 +1,4 @@
-"""Stage 1: trains MattingBase at low resolution (the paper: 256 ~ 512 px crops).
+r"""Stage 1: trains MattingBase at low resolution (the paper: 256 ~ 512 px crops).
 
     python train_base.py --dataset-name videomatte240k --background-dataset backgrounds \
         --model-backbone resnet50 --model-name mattingbase-resnet50-videomatte240k \
@@ -12,6 +12,8 @@ visible GPU is spawned); Slurm: see scripts/slurm/. A quick CPU smoke run on syn
         --background-dataset synthetic --model-backbone mobilenetv2 --model-name smoke --device cpu \
         --batch-size 2 --num-workers 0 --sample-size 128 --crop-min 64 --crop-max 96 --max-steps 20
 """
+import sys
+
 from common.memory import retain_freed_memory
 from dataset import BatchAugment
 from model import MattingBase
@@ -60,13 +62,14 @@ def get_args_parser():
     return training_parser(__doc__, DEFAULTS)
 
 
-def main(argv=None):
+def main(argv=None) -> int:
+    """Trains; returns the exit status: 0, or 130 after a Ctrl-C stopped the run (its checkpoint saved)."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
     check_arguments(parser, args)
-    run(STAGE, args, parser.prog)
+    return run(STAGE, args, parser.prog)
 
 
 if __name__ == '__main__':
     retain_freed_memory()  # the same large tensors every step: no fresh pages for each
-    main()
+    sys.exit(main())

@@ -1,4 +1,4 @@
-"""Stage 2: trains MattingRefine at high resolution (the paper: 1024 ~ 2048 px crops), starting from
+r"""Stage 2: trains MattingRefine at high resolution (the paper: 1024 ~ 2048 px crops), starting from
 the weights of stage 1.
 
     python train_refine.py --dataset-name videomatte240k --background-dataset backgrounds \
@@ -14,6 +14,8 @@ A quick CPU smoke run on synthetic data (see train_base.py for making it):
         --num-workers 0 --sample-size 160 --crop-min 128 --crop-max 160 --max-steps 20 \
         --model-backbone-scale 0.5 --model-refine-sample-pixels 4000
 """
+import sys
+
 from common.memory import retain_freed_memory
 from dataset import BatchAugment
 from model import MattingRefine
@@ -70,24 +72,33 @@ STAGE = Stage(
 )
 
 
-def get_args_parser():
-    parser = training_parser(__doc__, DEFAULTS)
+def refiner_options(parser):
     refine = parser.add_argument_group('refiner')
-    refine.add_argument('--model-backbone-scale', type=float, default=0.25)
-    refine.add_argument('--model-refine-mode', choices=REFINE_MODES, default='sampling')
-    refine.add_argument('--model-refine-sample-pixels', type=int, default=80_000)
-    refine.add_argument('--model-refine-threshold', '--model-refine-thresholding', type=float, default=0.7)
-    refine.add_argument('--model-refine-kernel-size', type=int, choices=[1, 3], default=3)
-    return parser
+    refine.add_argument('--model-backbone-scale', type=float, default=0.25, metavar='S',
+                        help='The resolution of the base network relative to the crop, 1/2 at most.')
+    refine.add_argument('--model-refine-mode', choices=REFINE_MODES, default='sampling',
+                        help='Which pixels the refiner re-computes: all (full), the patches of largest predicted '
+                             'error (sampling) or those above --model-refine-threshold (thresholding).')
+    refine.add_argument('--model-refine-sample-pixels', type=int, default=80_000, metavar='N',
+                        help='The full-resolution pixels refined in sampling mode, in 4x4 patches.')
+    refine.add_argument('--model-refine-threshold', '--model-refine-thresholding', type=float, default=0.7,
+                        metavar='T', help='The predicted error above which thresholding mode refines, 0 ~ 1.')
+    refine.add_argument('--model-refine-kernel-size', type=int, choices=[1, 3], default=3,
+                        help="The size of the refiner's convolution kernels.")
 
 
-def main(argv=None):
+def get_args_parser():
+    return training_parser(__doc__, DEFAULTS, refiner_options)
+
+
+def main(argv=None) -> int:
+    """Trains; returns the exit status: 0, or 130 after a Ctrl-C stopped the run (its checkpoint saved)."""
     parser = get_args_parser()
     args = parser.parse_args(argv)
     check_arguments(parser, args)
-    run(STAGE, args, parser.prog)
+    return run(STAGE, args, parser.prog)
 
 
 if __name__ == '__main__':
     retain_freed_memory()  # the same large tensors every step: no fresh pages for each
-    main()
+    sys.exit(main())

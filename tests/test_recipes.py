@@ -46,7 +46,6 @@ def default_args(stage, data, tmp_path, *extra):
 ORIGINAL_OPTIONS = {
     'base': dict(
         batch_size=8,                       # B53
-        num_workers=16,                     # B54
         epoch_start=0,                      # B55
         # B56 requires --epoch-end; its example (B13) and the refine example's input (epoch-7.pth) say 8.
         epoch_end=8,
@@ -62,7 +61,6 @@ ORIGINAL_OPTIONS = {
     ),
     'refine': dict(
         batch_size=4,                       # R60
-        num_workers=16,                     # R61
         epoch_start=0,                      # R62
         epoch_end=1,                        # R63 requires --epoch-end; its example (R14) says 1
         log_train_loss_interval=10,         # R65
@@ -91,6 +89,9 @@ OUR_OPTIONS = dict(
     precision='auto',          # fp16 autocast + GradScaler on CUDA (B184, B133), as below
     channels_last=False,
     seed=0,
+    # The original's 16 loader workers (B54, R61) on any machine; ours: one per CPU this process may use,
+    # at most 8, chosen at run time (None until then). Workers change speed, not what is trained.
+    num_workers=None,
 )
 
 

@@ -63,7 +63,8 @@ def training_args(data, work, name, *extra):
             '--device', 'cpu', '--batch-size', '4', '--num-workers', '0', '--sample-size', '64',
             '--crop-min', '48', '--crop-max', '64', '--valid-samples', '2', '--log-valid-interval', '1000',
             '--log-train-images-interval', '1000', '--log-train-loss-interval', '1',
-            '--checkpoint-dir', os.path.join(work, 'checkpoint'), '--log-dir', os.path.join(work, 'log'), *extra]
+            '--checkpoint-dir', os.path.join(work, 'checkpoint'), '--log-dir', os.path.join(work, 'log'),
+            '--keep-last', 'all', *extra]
 
 
 def submit_training(cluster, job_env, work, name, *arguments, data):

@@ -497,3 +497,247 @@ def test_device_names_are_those_of_inference():
     else:
         with pytest.raises(UserError, match='names one GPU, but the job has 2 processes'):
             distributed.setup(dict(rank=0, world_size=2, local_rank=0), torch.device('cuda', 0))
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(data, tmp_path):
+    """SIGINT (Ctrl-C) stops the run as SIGTERM does: at the step where the flags are read, with a checkpoint
+    from which the resumed run ends with the weights and optimizer state of an uninterrupted one."""
+    straight, stopped = str(tmp_path / 'straight'), str(tmp_path / 'stopped')
+    argv = ['--max-steps', '4', '--deterministic']
+    train_base.main(base_args(data, straight, 'run', *argv))
+    command = [sys.executable, os.path.join(ROOT, 'tests', 'helpers', 'signal_at_step.py'), '2', 'SIGINT',
+               *base_args(data, stopped, 'run', *argv)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=str(tmp_path), env=PROJECT_ENV)
+    assert result.returncode == 0 and 'Traceback' not in result.stderr, result.stdout[-3000:] + result.stderr[-3000:]
+    assert 'Ctrl-C: stopping within 10 steps' in result.stdout and 'press Ctrl-C again to abort' in result.stdout
+    assert 'Stopped by SIGINT at step 2; checkpoint saved' in result.stdout, result.stdout
+    assert load_state(stopped)['step'] == 2
+
+    assert train_base.main(base_args(data, stopped, 'run', *argv, '--resume', 'auto')) == 0
+    a, b = load_state(straight), load_state(stopped)
+    assert a['step'] == b['step'] == 4
+    assert all(torch.equal(a['model'][key], b['model'][key]) for key in a['model'])
+    assert all(torch.equal(a['optimizer']['state'][i]['exp_avg'], b['optimizer']['state'][i]['exp_avg'])
+               for i in a['optimizer']['state'])
+
+
+def start_in_a_terminal_group(argv, workdir):
+    """A trainer started as a shell starts a command: in a process group that a Ctrl-C reaches as a whole."""
+    command = [sys.executable, os.path.join(ROOT, 'train_base.py'), *argv]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir,
+                            start_new_session=True)
+
+
+@pytest.mark.parametrize('extra', [['--num-workers', '1'], ['--nproc', '2', '--batch-size', '4']],
+                         ids=['one-process-and-a-loader-worker', 'two-spawned-processes'])
+def test_ctrl_c_in_a_terminal_saves_and_exits_130(data, tmp_path, extra):
+    """Ctrl-C reaches every process of the terminal's group (DataLoader workers, the launcher of spawned
+    processes): the run saves, says so and exits with 130 (128 + SIGINT), without a traceback."""
+    work = str(tmp_path)
+    process = start_in_a_terminal_group(base_args(data, work, 'run', '--max-steps', '1000', *extra), work)
+    output = ''
+    for line in process.stdout:
+        output += line
+        if line.startswith('Training base'):
+            time.sleep(2.0)
+            os.killpg(process.pid, signal.SIGINT)
+            break
+    output += process.communicate(timeout=120)[0]
+    assert process.returncode == 130 and 'Traceback' not in output, output[-3000:]
+    stopped_at = int(re.search(r'Stopped by SIGINT at step (\d+); checkpoint saved', output).group(1))
+    assert load_state(work)['step'] == stopped_at
+
+
+def test_a_second_ctrl_c_aborts_at_once_in_one_line(data, tmp_path, capsys, monkeypatch):
+    """Two presses during one step: no save, one line on stderr and status 130."""
+    def losses_then_two_interrupts(*inputs):
+        if trained['steps'] == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # taken: the run will stop at its next flag check
+            os.kill(os.getpid(), signal.SIGINT)  # aborts here
+        trained['steps'] += 1
+        return train_base.losses(*inputs)
+
+    trained = {'steps': 0}
+    monkeypatch.setattr(train_base.STAGE, 'losses', losses_then_two_interrupts)
+    with pytest.raises(SystemExit) as stop:
+        train_base.main(base_args(data, str(tmp_path), 'run', '--max-steps', '5', '--log-train-loss-interval', '100'))
+    assert stop.value.code == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        ': interrupted by Ctrl-C; nothing was saved since the last checkpoint')
+    assert not os.path.exists(os.path.join(run_folder(str(tmp_path)), 'last.pth'))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_second_ctrl_c_raises_at_once_and_a_slurm_signal_keeps_its_meaning():
+    from training.stopping import StopRequest
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signal == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signal == signal.SIGUSR1  # the requeue that the time-limit warning asks for stays
+
+
+# ---------------------------------------------------------------- progress
+
+def progress_lines(stderr: str) -> list:
+    return [line for line in stderr.splitlines() if re.search(r'\d+/\d+ \[', line)]
+
+
+def test_progress_is_one_bar_for_the_run_in_plain_lines_outside_a_terminal(data, tmp_path, capsys, monkeypatch):
+    """One bar over the whole run (step k of N, ETA, steps/s, loss), not one per epoch; where stderr is not a
+    terminal (a log file, Slurm's output) it is plain lines, one every LINE_INTERVAL_S seconds and at the end;
+    a resumed run starts at its step."""
+    work = str(tmp_path)
+    train_base.main(base_args(data, work, 'run', '--max-steps', '7'))  # 5 steps per epoch: two epochs
+    stderr = capsys.readouterr().err
+    assert '\r' not in stderr
+    lines = progress_lines(stderr)
+    assert len(lines) == 2, stderr  # the start and the end: the run took less than 30 s
+    assert lines[0].startswith('epoch 0/7:   0% 0/7 [') and lines[1].startswith('epoch 1/7: 100% 7/7 [')
+    assert re.search(r'step/s|s/step', lines[1]) and 'loss=' in lines[1], lines[1]
+
+    from training import progress
+    monkeypatch.setattr(progress, 'LINE_INTERVAL_S', 0)
+    train_base.main(base_args(data, work, 'run', '--max-steps', '9', '--resume', 'auto'))
+    lines = progress_lines(capsys.readouterr().err)
+    assert [re.search(r'(\d+)/9 \[', line).group(1) for line in lines][:3] == ['7', '8', '9'], lines
+
+
+def test_progress_is_a_live_bar_in_a_terminal():
+    from training.progress import progress_bar
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal, log = Terminal(), io.StringIO()
+    live, plain = progress_bar(10, 2, 'epoch 0/7', stream=terminal), progress_bar(10, 2, 'epoch 0/7', stream=log)
+    live.update(1)
+    plain.update(1)
+    live.close()
+    plain.close()
+    assert '\r' in terminal.getvalue() and '3/10' in terminal.getvalue()
+    assert '\r' not in log.getvalue() and log.getvalue().splitlines()[0].startswith('epoch 0/7:  20% 2/10 [')
+
+
+# ---------------------------------------------------------------- validation
+
+def test_validation_metrics_are_means_over_the_images():
+    """SAD (sum of |alpha error| / 1000) and MSE per image, averaged over the images: an all-zero prediction
+    gives the true alphas' sums / 1000; a perfect one 0."""
+    from training.validation import validate
+    true = [torch.full((1, 8, 8), 0.5), torch.zeros(1, 8, 8), torch.ones(1, 8, 8)]
+    items = [(pha, torch.rand(3, 8, 8), torch.rand(3, 8, 8)) for pha in true]
+    for predict, sad, mse in ((torch.zeros_like, (32 + 0 + 64) / 1000 / 3, (0.25 + 0 + 1) / 3),
+                              (lambda pha: pha, 0.0, 0.0)):
+        def forward(model, src, bgr, true_pha, true_fgr):
+            return {'total': torch.tensor(0.5)}, {'pha': predict(true_pha)}
+        result = validate(torch.nn.Identity(), items, forward, 2, torch.device('cpu'))
+        assert result.samples == 3
+        assert result.metrics == pytest.approx({'loss': 0.5, 'pha_sad': sad, 'pha_mse': mse})
+
+
+def test_a_constant_prediction_is_explained_once_in_the_validation_lines(data, tmp_path, capsys):
+    """A model from scratch predicts alpha 0 everywhere in eval mode (BatchNorm's running statistics still
+    hold their initial variance), so pha_sad stays at the SAD of an empty matte: the log says why, in full at
+    its first validation and briefly after."""
+    def empty_matte_in_eval_mode(model, src, bgr, true_pha, true_fgr):
+        terms, outputs = train_base.losses(model, src, bgr, true_pha, true_fgr)
+        return terms, outputs if model.training else {**outputs, 'pha': torch.zeros_like(outputs['pha'])}
+
+    stage = Stage(**{**train_base.STAGE.__dict__, 'losses': empty_matte_in_eval_mode})
+    args = train_base.get_args_parser().parse_args(base_args(data, str(tmp_path), 'constant', '--max-steps', '2',
+                                                             '--log-valid-interval', '1'))
+    Trainer(stage, args, distributed.DistributedContext()).fit()
+    lines = [line for line in capsys.readouterr().out.splitlines() if ': validation on ' in line]
+    assert len(lines) == 2, lines
+    assert 'every predicted alpha is 0, a constant matte' in lines[0] and 'BatchNorm running statistics' in lines[0]
+    assert 'still hold 90 % of their initial variance' in lines[0], lines[0]  # 0.9 ^ 1, after one step
+    assert 'every predicted alpha is 0 (see above)' in lines[1] and 'BatchNorm' not in lines[1], lines[1]
+
+
+def test_a_collapsed_model_is_told_apart_from_early_training():
+    from training.validation import Validation, describe
+    metrics = {'loss': 0.3, 'pha_sad': 8.47, 'pha_mse': 0.2}
+    assert describe(Validation(metrics, 50, None, 0.5), 10) == (
+        'step 10: validation on 50 samples: loss 0.3, pha_sad 8.47, pha_mse 0.2')
+    assert 'expected early in a run from scratch' in describe(Validation(metrics, 50, 0.0, 0.9 ** 30), 30)
+    assert 'the model has collapsed' in describe(Validation(metrics, 50, 1.0, 0.9 ** 5000), 5000)
+
+
+# ---------------------------------------------------------------- options
+
+@pytest.mark.parametrize('kind', ['empty', 'missing', 'folder'])
+def test_a_start_checkpoint_that_is_not_a_file_is_one_line_before_any_work(tmp_path, capsys, kind):
+    """--model-last-checkpoint "$UNSET", a missing file or a folder: one line naming it and status 1, before
+    the data sets are read (here they do not exist, which would be the error otherwise)."""
+    work = str(tmp_path)
+    path, expected = {'empty': ('', "--model-last-checkpoint '': an empty path"),
+                      'missing': (f'{work}/missing.pth', f'--model-last-checkpoint {work}/missing.pth: no such file'),
+                      'folder': (work, f'--model-last-checkpoint {work}: a folder, not a file')}[kind]
+    for main in (train_base.main, train_refine.main):
+        message = user_error(base_args(str(tmp_path / 'no-data'), work, 'run', '--model-last-checkpoint', path),
+                             main)
+        assert expected in message, message
+        assert 'no-data' not in message and 'Training' not in capsys.readouterr().out
+
+
+def help_entries(parser) -> dict:
+    """{option: its help text} from --help, each entry's lines joined."""
+    entries, current = {}, None
+    for line in parser.format_help().splitlines():
+        option = re.match(r'  (-\S+)(.*?)(?: {2,}(.*))?$', line)
+        if option:
+            current = option.group(1).rstrip(',')
+            entries[current] = option.group(3) or ''
+        elif current and line.startswith(' ' * 8):
+            entries[current] = f'{entries[current]} {line.strip()}'.strip()
+        else:
+            current = None
+    return entries
+
+
+@pytest.mark.parametrize('module', [train_base, train_refine], ids=['base', 'refine'])
+def test_help_gives_every_option_one_sentence_and_its_default_once(module):
+    parser = module.get_args_parser()
+    text = parser.format_help()
+    # The description keeps its layout: its example commands on lines of their own.
+    assert re.search(rf'^    python {module.__name__}\.py --', text, re.M), text[:2000]
+    assert '(default: None)' not in text and '(default: [])' not in text and '(default: False)' not in text
+    assert '(default: $BGM_DATA_ROOT)' in text
+    groups = [group for group in parser._action_groups if group.title not in ('options', 'optional arguments')]
+    grouped = {action.dest for group in groups for action in group._group_actions}
+    for action in parser._actions:
+        if action.dest == 'help':
+            continue
+        assert action.dest in grouped, f'{action.option_strings} is in no group'
+        assert action.help and len(action.help) > 10, f'{action.option_strings} has no help'
+    entries = help_entries(parser)
+    for option, entry in entries.items():
+        assert entry.count('default') <= 1, (option, entry)
+    assert 'refine' not in module.__name__ or entries['--model-refine-mode'].startswith('Which pixels')
+    assert '(default: 3)' in entries['--keep-last']
+
+
+def test_data_loader_workers_default_to_the_cpus_of_each_process(data, tmp_path):
+    from training.options import default_num_workers
+    assert [default_num_workers(cpus) for cpus in (1, 2, 16, 64)] == [1, 2, 8, 8]
+    context = distributed.DistributedContext
+    assert distributed.cpus_per_process(context(), 16, env={}) == 16
+    assert distributed.cpus_per_process(context(rank=0, world_size=4), 16, env={}) == 4  # a plain start spawned 4
+    assert distributed.cpus_per_process(context(world_size=8, launched=True), 64, env={'LOCAL_WORLD_SIZE': '4'}) == 16
+    slurm = {'SLURM_STEP_ID': '0', 'SLURM_CPUS_PER_TASK': '6'}
+    assert distributed.cpus_per_process(context(world_size=8, launched=True), 6, env=slurm) == 6
+    argv = base_args(data, str(tmp_path))
+    del argv[argv.index('--num-workers'):argv.index('--num-workers') + 2]
+    args = train_base.get_args_parser().parse_args(argv)
+    assert args.num_workers is None
+    trainer = Trainer(train_base.STAGE, args, distributed.DistributedContext())
+    assert trainer.loader.num_workers == default_num_workers(len(os.sched_getaffinity(0)))

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from common.errors import UserError
 from common.memory import retain_freed_memory
+from .stopping import INTERRUPT_EXIT, forward_stop_signals, own_process_group
 
 
 USER_ERROR_EXIT = 1  # what a spawned process that met a UserError exits with
@@ -111,34 +112,40 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(main: Callable, args, device: torch.device, nproc: Optional[int], prog: str) -> None:
-    """Runs `main(args, context)` in every process of the job, spawning them for a plain start.
+def launch(main: Callable, args, device: torch.device, nproc: Optional[int], prog: str) -> Optional[int]:
+    """Runs `main(args, context)` in every process of the job, spawning them for a plain start. Returns what
+    `main` returns in this process; for spawned ones, INTERRUPT_EXIT if a Ctrl-C came (which they took as a
+    stop), else None.
 
     `main` must pickle (a module-level function, or a functools.partial of one) where processes are
     spawned. A UserError is raised to the caller, except in spawned processes: only a traceback would
     cross back to the launcher, so there the process prints it as `prog: error: message` and the
-    launcher exits with status 1.
+    launcher exits with status 1. The launcher passes SIGINT and SIGTERM on to the processes it spawned
+    (in process groups of their own, as torchrun's workers are, so that they hear a Ctrl-C once).
     """
     warn_about_the_launch()
     env = launcher_environment()
     if env is not None:
-        main(args, setup(env, device, launched=True))
-        return
+        return main(args, setup(env, device, launched=True))
     if nproc is None:
         nproc = torch.cuda.device_count() if device.type == 'cuda' and device.index is None else 1
     if nproc <= 1:
-        main(args, setup(dict(rank=0, world_size=1, local_rank=0), device))
-        return
+        return main(args, setup(dict(rank=0, world_size=1, local_rank=0), device))
     port = free_port()
-    try:
-        mp.spawn(_spawned, args=(main, args, device, nproc, port, prog), nprocs=nproc, join=True)
-    except mp.ProcessExitedException as error:
-        if error.exit_code != USER_ERROR_EXIT:
-            raise
-        raise SystemExit(USER_ERROR_EXIT) from None  # the message is printed already
+    processes = mp.spawn(_spawned, args=(main, args, device, nproc, port, prog), nprocs=nproc, join=False)
+    with forward_stop_signals([process.pid for process in processes.processes]) as received:
+        try:
+            while not processes.join():
+                pass
+        except mp.ProcessExitedException as error:
+            if error.exit_code != USER_ERROR_EXIT:
+                raise
+            raise SystemExit(USER_ERROR_EXIT) from None  # the message is printed already
+    return INTERRUPT_EXIT if received['interrupted'] else None
 
 
 def _spawned(local_rank: int, main, args, device: torch.device, nproc: int, port: int, prog: str) -> None:
+    own_process_group()
     env = dict(rank=local_rank, world_size=nproc, local_rank=local_rank, master_addr='127.0.0.1', master_port=str(port))
     retain_freed_memory()  # as the command that spawned it (a fresh interpreter does not inherit the setting)
     try:
@@ -172,6 +179,18 @@ def setup(env: dict, device: torch.device, launched: bool = False) -> Distribute
                                 rank=context.rank, world_size=context.world_size,
                                 device_id=device if device.type == 'cuda' else None)
     return context
+
+
+def cpus_per_process(context: DistributedContext, available: int, env=os.environ) -> int:
+    """The CPUs each process of the job may use on this machine: the `available` ones of this process (its
+    affinity) shared among the job's processes here, or what srun gave each task (--cpus-per-task)."""
+    if 'SLURM_STEP_ID' in env and env.get('SLURM_CPUS_PER_TASK', '').isdigit():
+        return max(1, min(available, int(env['SLURM_CPUS_PER_TASK'])))
+    if env.get('LOCAL_WORLD_SIZE', '').isdigit():  # torchrun
+        local = int(env['LOCAL_WORLD_SIZE'])
+    else:  # processes of a plain start share this machine; a Slurm task has its own CPUs
+        local = context.world_size if not context.launched else 1
+    return max(1, available // max(local, 1))
 
 
 def cleanup() -> None:

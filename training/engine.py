@@ -3,7 +3,9 @@
 A trainer describes its stage with a `Stage` (how to build the model and its optimizer, how to augment
 a batch, how to compute the losses) and calls `run(stage, args, prog)`. A user's mistake (a missing or
 damaged file, an unwritable folder, a full disk, options that do not fit) is a `UserError`, which
-`run` reports as one line, `prog: error: message`, with exit status 1.
+`run` reports as one line, `prog: error: message`, with exit status 1. Stop signals (Ctrl-C among them)
+save and stop the run (training.stopping); the progress of the whole run is one bar (training.progress);
+which weight files stay is training.checkpoint_keeping's part, and validation training.validation's.
 """
 import functools
 import hashlib
@@ -26,18 +28,18 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from . import distributed
+from .checkpoint_keeping import KeptCheckpoints
+from .options import available_cpus, default_num_workers
+from .progress import progress_bar, run_steps
 from .state import (TRAINING_STATE, describe_mismatch, find_resume_path, gather_rng_states, load_training_state,
                     remove_stale_temporaries, save_training_state, save_weights, scheduled_weights, set_rng_state,
                     step_unless, uncount_steps, unwrap)
+from .stopping import INTERRUPT_EXIT, REQUEUE_SIGNAL, StopRequest, ignore_stop_signals
+from .validation import Validator
 from common.devices import autocast_precision, resolve_device
 from common.errors import UserError, exit_with_error
 
 AUTOCAST = {'fp32': None, 'fp16': torch.float16, 'bf16': torch.bfloat16}
-# SIGTERM: a user's scancel, a preemption, or the end of the time limit; SIGUSR1: the warning before the
-# time limit that the sbatch examples ask for (--signal=USR1@180). Both save a checkpoint at the next
-# step boundary; only SIGUSR1 requeues the job (see `distributed.requeue_slurm_job`).
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-REQUEUE_SIGNAL = signal.SIGUSR1
 # The host reads what the steps leave on the device (non-finite losses, skipped steps) and agrees on a stop
 # signal with the other ranks every FLAG_INTERVAL steps (and at log and save steps); the steps between wait for
 # nothing, and a signal stops the run at most FLAG_INTERVAL - 1 steps late (seconds; Slurm warns minutes ahead).
@@ -73,31 +75,6 @@ class StepResult(NamedTuple):
     outputs: Dict[str, torch.Tensor]  # predictions by name ('pha', 'fgr', 'err', 'ref')
     inputs: tuple                     # (src, bgr, true pha) of the batch, as the model saw them
     images: int                       # images of the step, over all ranks
-
-
-class StopRequest:
-    """Remembers SIGTERM / SIGUSR1 (what Slurm sends before a time limit or preemption) while active."""
-
-    def __init__(self):
-        self.signal: Optional[int] = None
-        self.previous = {}
-
-    def __enter__(self):
-        self.previous = {sig: signal.signal(sig, self.handle) for sig in STOP_SIGNALS}
-        return self
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-    def handle(self, signum, frame):
-        self.signal = signum
-
-
-def ignore_stop_signals(worker_id: int) -> None:
-    # DataLoader workers get the same signals as the trainer; they must not die before it has saved.
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
 
 
 def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
@@ -138,20 +115,30 @@ def check_writable(folder: str, option: str, value: str) -> None:
         raise UserError(f'{option} {value}: cannot write to {folder} ({error.strerror or error})') from None
 
 
-def run(stage: Stage, args, prog: str) -> None:
-    """Entry point of a trainer: launches the processes of the job and trains in each.
+def run(stage: Stage, args, prog: str) -> int:
+    """Entry point of a trainer: launches the processes of the job and trains in each. Returns the exit
+    status for the command line: 0, or INTERRUPT_EXIT (130) after a Ctrl-C (saved and stopped) - a return,
+    not an exit, so that a caller in the same process (scripts/train_demo.py) goes on as after SIGTERM.
 
-    A UserError ends the program with `prog: error: message` on stderr and exit status 1.
+    A UserError ends the program with `prog: error: message` on stderr and exit status 1; a second Ctrl-C
+    (or one before training starts) with one line saying so and status 130, without a traceback.
     """
     try:
-        distributed.launch(functools.partial(train, stage), args, resolve_device(args.device), args.nproc, prog)
+        return distributed.launch(functools.partial(train, stage), args, resolve_device(args.device), args.nproc,
+                                  prog) or 0
     except UserError as error:
         exit_with_error(prog, error)
+    except KeyboardInterrupt:
+        tqdm.write(f'{prog}: interrupted by Ctrl-C; nothing was saved since the last checkpoint', file=sys.stderr)
+        raise SystemExit(INTERRUPT_EXIT) from None
 
 
-def train(stage: Stage, args, context: distributed.DistributedContext) -> None:
+def train(stage: Stage, args, context: distributed.DistributedContext) -> int:
+    """Trains in this process; returns INTERRUPT_EXIT when a Ctrl-C stopped the run, else 0."""
     try:
-        Trainer(stage, args, context).fit()
+        trainer = Trainer(stage, args, context)
+        trainer.fit()
+        return INTERRUPT_EXIT if trainer.stopped_by == signal.SIGINT else 0
     finally:
         distributed.cleanup()
 
@@ -169,6 +156,7 @@ class Trainer:
         self.per_rank_batch = self.check_batch_size()
         self.checkpoint_dir = os.path.join(args.checkpoint_dir, args.model_name)
         self.log_dir = os.path.join(args.log_dir, args.model_name)
+        self.kept = KeptCheckpoints(self.checkpoint_dir, args.keep_last, args.best_metric)
         self.prepare_folders()
         self.seed_and_choose_algorithms()
         self.build_data()
@@ -185,7 +173,7 @@ class Trainer:
             self.model = DistributedDataParallel(self.model,
                                                  device_ids=[self.device] if self.device.type == 'cuda' else None)
         self.writer = SummaryWriter(self.log_dir) if context.is_main else None
-        self.stop = StopRequest()
+        self.stop, self.stopped_by = StopRequest(), None
 
     def check_batch_size(self) -> int:
         """The batch of each process; UserError where --batch-size does not fit the job."""
@@ -226,8 +214,11 @@ class Trainer:
         args = self.args
         self.train_set, self.valid_set = self.stage.datasets(args)
         self.sampler = ResumableSampler(self.train_set, self.context.world_size, self.context.rank, args.seed)
+        self.num_workers = args.num_workers
+        if self.num_workers is None:
+            self.num_workers = default_num_workers(distributed.cpus_per_process(self.context, available_cpus()))
         self.loader = DataLoader(self.train_set, batch_size=self.per_rank_batch, sampler=self.sampler, drop_last=True,
-                                 num_workers=args.num_workers, pin_memory=self.device.type == 'cuda',
+                                 num_workers=self.num_workers, pin_memory=self.device.type == 'cuda',
                                  worker_init_fn=ignore_stop_signals,
                                  # Its own generator: drawing worker seeds from the global one would
                                  # shift the dropout randomness of a resumed run.
@@ -251,6 +242,8 @@ class Trainer:
         self.decay_steps = args.lr_decay_steps or args.max_steps or (
             (args.epoch_end - args.epoch_start) * self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == 'fp16')
+        self.validator = Validator(self.valid_set, max(1, args.batch_size // self.context.world_size), self.device,
+                                   self.memory_format)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -267,6 +260,7 @@ class Trainer:
             raise UserError(f'--resume {path}: {describe_mismatch(model, state["model"], self.args)}') from error
         self.epoch, self.step = state['epoch'], state['step']
         self.step_in_epoch, self.nonfinite_steps = state['step_in_epoch'], state.get('nonfinite_steps', 0)
+        self.kept.load_state_dict(state.get('checkpoints') or {})
         epoch_finished = self.step_in_epoch >= self.steps_per_epoch
         if self.context.is_main:
             # The weights of the restored step are exactly these: write the files its step was due to
@@ -281,6 +275,7 @@ class Trainer:
                 weights = os.path.join(self.checkpoint_dir, name)
                 if not os.path.exists(weights):
                     save_weights(model, weights)
+                    self.kept.wrote(name, self.step)
                     self.log(f'Wrote {weights}, missing, from the restored step {self.step}')
         if epoch_finished:
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
@@ -299,9 +294,12 @@ class Trainer:
             try:
                 for name in weights:
                     save_weights(self.model, os.path.join(self.checkpoint_dir, name))
+                    self.kept.wrote(name, self.step)
                 save_training_state(os.path.join(self.checkpoint_dir, TRAINING_STATE), self.model, self.optimizer,
                                     self.scaler, self.epoch, self.step, self.step_in_epoch, self.nonfinite_steps,
-                                    self.args, rng)
+                                    self.args, rng, self.kept.state_dict())
+                # After the state that lists them: a kill in between leaves files, never a state that lost them.
+                self.kept.prune()
             except UserError as caught:
                 error = caught
         # Also the barrier after the write: the other ranks learn whether rank 0 succeeded.
@@ -329,12 +327,21 @@ class Trainer:
             group = f', {dist.get_backend()} process group' if dist.is_initialized() else ''
             sync = ', SyncBatchNorm' if self.sync_batchnorm(self.stage, self.context) else ''
             self.log(f'Training {self.stage.name} on {self.context.world_size} process(es){group}{sync}, '
-                     f'{self.device}, precision {self.precision}, {self.steps_per_epoch} steps per epoch')
-        with self.stop:
-            while self.completed() is None:
-                if not self.train_epoch():
-                    break
-                self.epoch, self.step_in_epoch = self.epoch + 1, 0
+                     f'{self.device}, precision {self.precision}, {self.steps_per_epoch} steps per epoch, '
+                     f'{self.num_workers} data loading workers per process')
+            self.log_where_outputs_go()
+        args = self.args
+        total = run_steps(args.epoch_start, args.epoch_end, self.steps_per_epoch, args.max_steps)
+        self.progress = progress_bar(total, min(self.step, total), f'epoch {self.epoch}/{args.epoch_end - 1}',
+                                     disable=not self.context.is_main or done is not None)
+        try:
+            with self.stop:
+                while self.completed() is None:
+                    if not self.train_epoch():
+                        break
+                    self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        finally:
+            self.progress.close()  # also before an error's message, which then starts a line of its own
         if self.writer:
             self.writer.close()
         if self.context.distributed and self.completed() is not None:
@@ -348,28 +355,30 @@ class Trainer:
         if hasattr(self.train_set, 'set_epoch'):
             self.train_set.set_epoch(self.epoch)
         self.model.train()
-        progress = tqdm(total=self.steps_per_epoch, initial=self.step_in_epoch, desc=f'epoch {self.epoch}',
-                        disable=not self.context.is_main, dynamic_ncols=True)
-        try:
-            return self.train_steps(progress)
-        finally:
-            progress.close()  # also before an error's message, which then starts a line of its own
+        self.progress.set_description(f'epoch {self.epoch}/{args.epoch_end - 1}', refresh=False)
+        return self.train_steps()
 
-    def train_steps(self, progress: tqdm) -> bool:
-        """The steps of train_epoch, counted on `progress`. False when the run must stop."""
+    def train_steps(self) -> bool:
+        """The steps of train_epoch, counted on the run's progress bar. False when the run must stop."""
         tick, images = time.perf_counter(), 0
         for batch in self.loader:
             step = self.train_step(batch)
             stop_signal = self.read_flags() if self.flags_due() else 0
             images += step.images
-            progress.update(1)
+            self.progress.update(1)
             if self.context.is_main and self.step % self.args.log_train_loss_interval == 0:
                 images_per_s = images / max(time.perf_counter() - tick, 1e-9)
                 losses = self.log_scalars(step.terms, images_per_s)
-                progress.set_postfix(loss=f"{losses['total']:.4f}", img_s=f'{images_per_s:.1f}')
+                self.progress.set_postfix(loss=f"{losses['total']:.4f}", img_s=f'{images_per_s:.1f}', refresh=False)
                 tick, images = time.perf_counter(), 0
-            if self.context.is_main:
-                self.log_step_images_and_validate(step)
+            if self.stop.signal == signal.SIGINT and not self.stop.announced:
+                self.stop.announced = True
+                self.log(f'Ctrl-C: stopping within {FLAG_INTERVAL} steps, after saving a checkpoint to resume from; '
+                         'press Ctrl-C again to abort at once without saving')
+            if self.context.is_main and self.step % self.args.log_train_images_interval == 0:
+                self.log_images('train', *step.inputs, step.outputs)
+            if self.step % self.args.log_valid_interval == 0:
+                self.validate()
             if not self.end_step(stop_signal):
                 return False
         return True
@@ -434,13 +443,6 @@ class Trainer:
                             'Lower the learning rates, try --precision fp32, or check the data.')
         return stop
 
-    def log_step_images_and_validate(self, step: 'StepResult') -> None:
-        """Rank 0, on their intervals: the batch's images and predictions, and the validation."""
-        if self.step % self.args.log_train_images_interval == 0:
-            self.log_images('train', *step.inputs, step.outputs)
-        if self.step % self.args.log_valid_interval == 0:
-            self.validate()
-
     def flags_due(self) -> bool:
         """Whether read_flags runs after this step (all ranks alike): at every FLAG_INTERVAL, log or save step."""
         step, args = self.step, self.args
@@ -466,6 +468,7 @@ class Trainer:
 
     def stopped(self, stop_signal: signal.Signals) -> None:
         """After the checkpoint of a stop: requeue the job on the time-limit warning, else end."""
+        self.stopped_by = stop_signal
         job = distributed.requeue_slurm_job(self.context) if stop_signal == REQUEUE_SIGNAL else None
         then = (f'job {job} requeued, to resume with --resume auto' if job else
                 'the run ends here; resume with --resume auto')
@@ -519,27 +522,31 @@ class Trainer:
             self.writer.add_image(f'{tag}/{name}', make_grid(images[:count].detach().float().cpu(), nrow=count),
                                   self.step)
 
-    @torch.no_grad()
     def validate(self) -> None:
-        """Loss, and SAD (sum of |alpha error| / 1000 per image) and MSE of alpha, on the fixed sample."""
-        model = unwrap(self.model)
-        model.eval()
-        totals, count = {}, 0
-        loader = DataLoader(self.valid_set, batch_size=max(1, self.args.batch_size // self.context.world_size),
-                            num_workers=0)
-        for true_pha, true_fgr, true_bgr in loader:
-            true_pha, true_fgr, true_bgr = (t.to(self.device) for t in (true_pha, true_fgr, true_bgr))
-            true_src = (true_fgr * true_pha + true_bgr * (1 - true_pha)).contiguous(memory_format=self.memory_format)
-            true_bgr = true_bgr.contiguous(memory_format=self.memory_format)
-            terms, outputs = self.forward(model, true_src, true_bgr, true_pha, true_fgr)
-            error = outputs['pha'].float() - true_pha
-            batch = {'loss': terms['total'] * true_pha.size(0),
-                     'pha_sad': error.abs().sum(dim=(1, 2, 3)).sum() / 1000,
-                     'pha_mse': error.pow(2).mean(dim=(1, 2, 3)).sum()}
-            for name, value in batch.items():
-                totals[name] = totals.get(name, 0.0) + float(value)
-            count += true_pha.size(0)
-        for name, value in totals.items():
-            self.writer.add_scalar(f'valid/{name}', value / max(count, 1), self.step)
-        self.log(f"step {self.step}: validation loss {totals.get('loss', math.nan) / max(count, 1):.4f}")
-        model.train()
+        """Rank 0 validates on the fixed sample (training.validation), logs it and writes best.pth where
+        --best-metric improved; all ranks call this, and every rank raises if rank 0 could not write."""
+        error = None
+        if self.context.is_main:
+            metrics, line = self.validator(unwrap(self.model), self.forward, self.step)
+            for name, value in metrics.items():
+                self.writer.add_scalar(f'valid/{name}', value, self.step)
+            try:
+                line += self.kept.keep_best(self.model, metrics, self.step)
+            except UserError as caught:
+                error = caught
+            self.log(line)
+        if self.context.distributed:  # the others wait here while rank 0 validates, as they would at the next step
+            failed = distributed.any_rank(torch.tensor([float(error is not None)]), self.context)
+            if failed[0] and error is None:
+                raise UserError('rank 0 could not write a checkpoint (its message says why)')
+        if error is not None:
+            raise error
+
+    def log_where_outputs_go(self) -> None:
+        """The first lines of a run: where its files go and which stay, and a validation sample too small."""
+        args = self.args
+        self.log(self.kept.describe(self.checkpoint_dir, args.checkpoint_interval, args.log_valid_interval))
+        self.log(f'TensorBoard logs go to {self.log_dir} (tensorboard --logdir {args.log_dir})')
+        if len(self.valid_set) < args.valid_samples:
+            self.log(f'The validation split holds {len(self.valid_set)} samples, fewer than --valid-samples '
+                     f'{args.valid_samples}: validation uses them all, and its metrics are noisier')

@@ -5,11 +5,13 @@ A checkpoint is a dict of tensors and plain Python values only, so that it loads
     model, optimizer, scaler: state_dicts (model without DDP's `module.` prefix)
     epoch, step, step_in_epoch: where the run stands (step counts optimizer steps, skipped ones too)
     nonfinite_steps: steps skipped so far because the loss was not finite
+    checkpoints: the weight files the run wrote and its best validation (training.checkpoint_keeping)
     args: the command line options as a dict
     rng: one entry per rank with the Python, NumPy, torch and CUDA generator states
 
 Beside it, plain weights (a state_dict, as the inference scripts load) are written on a schedule:
-`epoch-E-iter-S.pth` after step S, `epoch-E.pth` after the last step of epoch E.
+`epoch-E-iter-S.pth` after step S, `epoch-E.pth` after the last step of epoch E (the last few kept), and
+`best.pth` at the best validation.
 
 Also here: an optimizer step that the device undoes where it must be skipped (`step_unless`), so that the
 host need not wait to decide.
@@ -31,7 +33,7 @@ TRAINING_STATE = 'last.pth'
 # What a write leaves behind when it is killed, for the names a trainer writes only: `.<name>.<random>.partial.pth`
 # (common.files.temporary_path), and `<name>.tmp.<pid>` or `<name>.tmp`, the names of earlier versions.
 TEMPORARY = re.compile(r'(last|epoch-\d+|epoch-\d+-iter-\d+)\.pth\.tmp(\.\d+)?'
-                       r'|\.(last|epoch-\d+|epoch-\d+-iter-\d+)\.[0-9a-f]{8}\.partial\.pth')
+                       r'|\.(last|best|epoch-\d+|epoch-\d+-iter-\d+)\.[0-9a-f]{8}\.partial\.pth')
 
 
 def rng_state() -> Dict[str, Any]:
@@ -138,7 +140,8 @@ def save_weights(model: torch.nn.Module, path: str) -> None:
 
 
 def save_training_state(path: str, model, optimizer, scaler, epoch: int, step: int, step_in_epoch: int,
-                        nonfinite_steps: int, args, rng: List[Dict[str, Any]]) -> None:
+                        nonfinite_steps: int, args, rng: List[Dict[str, Any]],
+                        checkpoints: Optional[Dict[str, Any]] = None) -> None:
     atomic_save({
         'model': unwrap(model).state_dict(),
         'optimizer': optimizer.state_dict(),
@@ -147,6 +150,7 @@ def save_training_state(path: str, model, optimizer, scaler, epoch: int, step: i
         'step': step,
         'step_in_epoch': step_in_epoch,
         'nonfinite_steps': nonfinite_steps,
+        'checkpoints': checkpoints or {},
         'args': {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in vars(args).items()},
         'rng': rng,
     }, path)
