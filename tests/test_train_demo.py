@@ -52,8 +52,18 @@ def test_an_existing_folder_is_refused(tmp_path, capsys):
     assert os.listdir(tmp_path) == ['keep.txt']
 
 
-def processes_naming(text):
-    """The pids of the running processes whose command line holds `text`."""
+def processes_naming(text, settle_s=15.0):
+    """The pids of the running processes whose command line holds `text`, after waiting up to `settle_s`
+    for them to end (a generator's own workers take a moment to exit after it, on a loaded machine)."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        found = running_processes_naming(text)
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def running_processes_naming(text):
     found = []
     for entry in os.listdir('/proc'):
         if entry.isdigit():

@@ -518,9 +518,12 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(data, tmp_path):
     assert train_base.main(base_args(data, stopped, 'run', *argv, '--resume', 'auto')) == 0
     a, b = load_state(straight), load_state(stopped)
     assert a['step'] == b['step'] == 4
-    assert all(torch.equal(a['model'][key], b['model'][key]) for key in a['model'])
-    assert all(torch.equal(a['optimizer']['state'][i]['exp_avg'], b['optimizer']['state'][i]['exp_avg'])
-               for i in a['optimizer']['state'])
+    # Steps 1-2 ran in another process, whose threads may sum in another order than this one's (other tests
+    # change this process's settings): equal within float32 rounding; a lost or repeated step is off by far more.
+    floats = [key for key in a['model'] if a['model'][key].is_floating_point()]
+    assert_close([b['model'][key] for key in floats], [a['model'][key] for key in floats], rel=1e-5, what='weights')
+    assert_close([b['optimizer']['state'][i]['exp_avg'] for i in a['optimizer']['state']],
+                 [a['optimizer']['state'][i]['exp_avg'] for i in a['optimizer']['state']], rel=1e-4, what='exp_avg')
 
 
 def start_in_a_terminal_group(argv, workdir):
