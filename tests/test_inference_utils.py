@@ -51,6 +51,19 @@ def save_png(path, image):
     Image.fromarray(image).save(path)
 
 
+def image_pair_folders(tmp_path, names, spread=0.02):
+    """Source and plate PNGs for `names` in tmp_path/src and tmp_path/bgr (the subject moving from name to
+    name), and random MattingRefine (MobileNetV2) weights; returns the weights' path."""
+    plate = textured_plate(64, 64)
+    for index, name in enumerate(names):
+        save_png(tmp_path / 'src' / f'{name}.png', composite_subject(plate, 0.3 + spread * index)[0])
+        save_png(tmp_path / 'bgr' / f'{name}.png', plate)
+    torch.manual_seed(0)
+    checkpoint = str(tmp_path / 'weights.pth')
+    torch.save(MattingRefine('mobilenetv2').state_dict(), checkpoint)
+    return checkpoint
+
+
 def clip_frames(count, width=160, height=96, seed=0):
     """A clean plate and `count` frames of a subject moving across it, (H, W, 3) uint8 each."""
     plate = textured_plate(width, height, seed)

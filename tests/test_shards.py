@@ -7,13 +7,11 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from common.devices import local_task
 from common.errors import UserError
 from common.shards import Shard, parse_shard
-from model import MattingRefine
-from test_inference_utils import composite_subject, save_png, textured_plate
+from test_inference_utils import image_pair_folders
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = [f'clip{n // 50}/{n:05d}' for n in range(400)]
@@ -71,14 +69,8 @@ def test_each_task_knows_its_gpu_on_the_node():
 
 def test_torchrun_tasks_matte_disjoint_shards_that_cover_every_pair(tmp_path):
     """Two processes of torchrun on the CPU, each its own shard, together every pair."""
-    plate = textured_plate(64, 64)
     names = [f'take/{n:03d}' for n in range(8)]
-    for index, name in enumerate(names):
-        save_png(tmp_path / 'src' / f'{name}.png', composite_subject(plate, 0.3 + 0.03 * index)[0])
-        save_png(tmp_path / 'bgr' / f'{name}.png', plate)
-    torch.manual_seed(0)
-    checkpoint = str(tmp_path / 'weights.pth')
-    torch.save(MattingRefine('mobilenetv2').state_dict(), checkpoint)
+    checkpoint = image_pair_folders(tmp_path, names, spread=0.03)
     out = tmp_path / 'out'
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     result = subprocess.run(

@@ -17,9 +17,8 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from dataset.synthetic import generate
-from model import MattingRefine
 from slurm_cluster import LocalSlurm, find_lines, missing_requirements, read_output
-from test_inference_utils import composite_subject, save_png, textured_plate
+from test_inference_utils import image_pair_folders
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_EXAMPLE = os.path.join(ROOT, 'scripts', 'slurm', 'train_base_one_node.sbatch')
@@ -198,19 +197,6 @@ def test_a_failed_job_is_not_requeued(cluster, job_env, tmp_path):
     assert find_lines(text, r'train_base.py: error: .*no-data'), text
 
 
-def image_pairs(tmp_path, count=15):
-    """`count` source and plate PNGs in tmp_path/src and tmp_path/bgr, and random MattingRefine weights."""
-    plate = textured_plate(64, 64)
-    names = [f'take{n // 5}/{n:04d}' for n in range(count)]
-    for index, name in enumerate(names):
-        save_png(tmp_path / 'src' / f'{name}.png', composite_subject(plate, 0.3 + 0.02 * index)[0])
-        save_png(tmp_path / 'bgr' / f'{name}.png', plate)
-    torch.manual_seed(0)
-    checkpoint = str(tmp_path / 'weights.pth')
-    torch.save(MattingRefine('mobilenetv2').state_dict(), checkpoint)
-    return names, checkpoint
-
-
 def matting_args(tmp_path, checkpoint):
     return ['--src', str(tmp_path / 'src'), '--bgr', str(tmp_path / 'bgr'), '--output-dir', str(tmp_path / 'out'),
             '--output-types', 'pha', '--device', 'cpu', '--model-backbone', 'mobilenetv2', '--model-checkpoint',
@@ -225,7 +211,8 @@ def written_pairs(out):
 def test_the_tasks_of_a_job_step_matte_disjoint_shards_that_cover_every_image(cluster, job_env, tmp_path):
     """The 4-GPU node example with 2 tasks: srun gives each task its shard (SLURM_PROCID of
     SLURM_STEP_NUM_TASKS)."""
-    names, checkpoint = image_pairs(tmp_path, count=10)
+    names = [f'take{n // 5}/{n:04d}' for n in range(10)]
+    checkpoint = image_pair_folders(tmp_path, names)
     output = str(tmp_path / 'node.out')
     job_id = cluster.sbatch(NODE_EXAMPLE, *matting_args(tmp_path, checkpoint),
                             options=['--ntasks-per-node=2', '--gpus-per-task=0', '--cpus-per-task=1',
@@ -239,14 +226,8 @@ def test_the_tasks_of_a_job_step_matte_disjoint_shards_that_cover_every_image(cl
 
 
 def test_a_job_array_mattes_disjoint_shards_that_cover_every_image(cluster, job_env, tmp_path):
-    plate = textured_plate(64, 64)
     names = [f'take{n // 5}/{n:04d}' for n in range(15)]
-    for index, name in enumerate(names):
-        save_png(tmp_path / 'src' / f'{name}.png', composite_subject(plate, 0.3 + 0.02 * index)[0])
-        save_png(tmp_path / 'bgr' / f'{name}.png', plate)
-    torch.manual_seed(0)
-    checkpoint = str(tmp_path / 'weights.pth')
-    torch.save(MattingRefine('mobilenetv2').state_dict(), checkpoint)
+    checkpoint = image_pair_folders(tmp_path, names)
     out = tmp_path / 'out'
     output = str(tmp_path / 'array-%a.out')
     job_id = cluster.sbatch(ARRAY_EXAMPLE, '--src', str(tmp_path / 'src'), '--bgr', str(tmp_path / 'bgr'),
