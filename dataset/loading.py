@@ -9,7 +9,9 @@ foreground or background is scaled to 8-bit RGB (65535 -> 255), never clipped.
 A training data set skips an unreadable file with a warning and counts it; once a large share of
 the files it tried failed, it stops with CorruptDataError instead of training on garbage.
 """
+import contextlib
 import os
+import signal
 import warnings
 from pathlib import Path
 from typing import Sequence, Tuple
@@ -17,6 +19,7 @@ from typing import Sequence, Tuple
 import numpy as np
 from PIL import Image, ImageFilter
 
+from common.errors import UserError
 from common.images import (SIXTEEN_BIT_MODES, ImageError, eight_bits, open_image, refuse_floating_point,
                            sixteen_bit_alpha, sixteen_bit_gray, stored_bits)
 
@@ -96,14 +99,49 @@ class CorruptImageWarning(UserWarning):
     """An image could not be read and was skipped."""
 
 
-class CorruptDataError(RuntimeError):
-    """Too many images of a data set could not be read."""
+class CorruptDataError(UserError):
+    """Too many images of a data set could not be read: a user's data at fault, which the trainers
+    report as one line (`prog: error: ...`) and exit status 1."""
+
+    def __init__(self, message: str):
+        # A DataLoader worker's error is raised again in the main process as this class made from
+        # 'Caught CorruptDataError in DataLoader worker ... Original Traceback ...': keep the message,
+        # the traceback's last line, not the worker's traceback.
+        if message.startswith('Caught ') and '\nOriginal Traceback' in message:
+            last = message.rstrip().splitlines()[-1]
+            message = last.split(f'{type(self).__name__}: ', 1)[-1]
+        super().__init__(message)
+
+
+class UnreadableImage(ImageError):
+    """An image file that failed to decode; `path` is the file (of a pair, the one at fault), and the
+    message starts with it."""
+
+    def __init__(self, path, error: object):
+        message = str(error)
+        super().__init__(message if message.startswith(str(path)) else f'{path}: {message}')
+        self.path = str(path)
+
+    def __reduce__(self):
+        return type(self), (self.path, self.args[0])
+
+
+@contextlib.contextmanager
+def reading(path):
+    """Names `path` in what decoding it raises (an `UnreadableImage`), so that a skipped sample's
+    warning, and the folder a data set gives up on, are those of the file at fault."""
+    try:
+        yield
+    except UnreadableImage:
+        raise
+    except DECODE_ERRORS as error:
+        raise UnreadableImage(path, error) from error
 
 
 def load_colour(path) -> Image.Image:
     """An image file as a PIL 'RGB' image, decoded fully (so corrupt data fails here, not later): 16-bit
     grayscale scaled to 8 bits (65535 -> 255), 16-bit RGB as Pillow reads it (its 8 high bits)."""
-    with open_image(str(path)) as image:
+    with reading(path), open_image(str(path)) as image:
         image.load()
         if image.mode in SIXTEEN_BIT_MODES:
             return Image.fromarray(eight_bits(sixteen_bit_gray(image))).convert('RGB')
@@ -114,7 +152,7 @@ def load_colour(path) -> Image.Image:
 def load_alpha(path) -> Image.Image:
     """An alpha matte file, decoded fully: 'L' (0 ~ 255) from 8-bit files, a `PreciseAlpha` (0 ~ 1) from
     16-bit grayscale ones; colour files are converted to their luma, at 8 bits."""
-    with open_image(str(path)) as image:
+    with reading(path), open_image(str(path)) as image:
         image.load()
         if image.mode in SIXTEEN_BIT_MODES:
             return PreciseAlpha.from_array(sixteen_bit_gray(image))
@@ -125,13 +163,14 @@ def load_alpha(path) -> Image.Image:
 def load_rgba(path) -> Tuple[Image.Image, Image.Image]:
     """An RGBA file as (pha, fgr 'RGB'), the alpha taken from the fourth channel: 'L', or a `PreciseAlpha`
     for a file of 16 bits per channel."""
-    with open_image(str(path)) as image:
+    with reading(path), open_image(str(path)) as image:
         if 'A' not in image.getbands():
             raise ValueError(f'{path} has no alpha channel (bands {image.getbands()}); expected RGBA')
         bits = stored_bits(image)
         image.load()
         rgba = image.convert('RGBA')
-    alpha = sixteen_bit_alpha(str(path), rgba.size) if bits == 16 else None
+    with reading(path):
+        alpha = sixteen_bit_alpha(str(path), rgba.size) if bits == 16 else None
     pha = rgba.getchannel('A') if alpha is None else PreciseAlpha.from_array(alpha)
     return pha, rgba.convert('RGB')
 
@@ -155,21 +194,35 @@ class FailureTracker:
         self.attempts += 1
 
     def failure(self, paths: Sequence, error: Exception):
-        """Warns about the failed sample and raises CorruptDataError when too many failed."""
+        """Warns about the failed sample, naming the file at fault (the pair where neither alone is:
+        sizes that differ), and raises CorruptDataError when too many failed."""
         self.attempts += 1
         self.failures += 1
-        self.failed_paths.append(paths[0])
-        names = ' + '.join(str(path) for path in paths)
-        warnings.warn(f'Skipping unreadable image {names}: {error}', CorruptImageWarning, stacklevel=3)
+        culprit = error.path if isinstance(error, UnreadableImage) else None
+        self.failed_paths.append(culprit or paths[0])
+        what = error if culprit else f"{' + '.join(str(path) for path in paths)}: {error}"
+        warnings.warn(f'Skipping unreadable image {what}', CorruptImageWarning, stacklevel=3)
         if self.attempts >= self.min_attempts and self.failures > self.max_fraction * self.attempts:
+            end_with_the_run()
             raise CorruptDataError(
                 f'{self.failures} of {self.attempts} images could not be read '
                 f'(more than {self.max_fraction:.0%}) under {common_folder(self.failed_paths)}; '
                 f'check the copy of that data set.')
 
     def give_up(self, paths: Sequence, tries: int):
-        raise CorruptDataError(f'{tries} images in a row could not be read, the last {paths[0]}, '
+        end_with_the_run()
+        raise CorruptDataError(f'{tries} images in a row could not be read, the last {self.failed_paths[-1]}, '
                                f'under {common_folder(self.failed_paths)}; check the copy of that data set.')
+
+
+def end_with_the_run() -> None:
+    """Before a CorruptDataError, which ends the run: in a DataLoader worker, lets SIGTERM end it again.
+    The trainers' workers ignore stop signals (training.stopping) to outlive a Ctrl-C until the trainer
+    saved; the error's traceback keeps the loader alive while the trainer exits, and multiprocessing's
+    exit then stops the workers with SIGTERM and waits for them: ignored, it would wait forever."""
+    from torch.utils.data import get_worker_info
+    if get_worker_info() is not None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def common_folder(paths) -> str:

@@ -7,6 +7,7 @@ header is damaged, packets with impossible times) and what it copies that does n
 `VideoReader(check_audio=True)` finds and warns about, once, with the same rules.
 """
 import math
+import os
 from fractions import Fraction
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
@@ -25,6 +26,12 @@ AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 1200
 AAC_LAYOUTS = {1: 'mono', 2: 'stereo', 3: '3.0', 4: '4.0', 5: '5.0', 6: '5.1', 7: '6.1', 8: '7.1'}
 # A packet timed this far past the end of its file has a damaged time.
 LATEST_PAST_END = 1.0
+
+
+def open_media(path: str, **options):
+    """`av.open` on a file: its absolute path after 'file:', so that a name with a colon ('take:1.mp4',
+    a folder 'res:1') is read and written as a file, not taken for an FFmpeg protocol."""
+    return av.open('file:' + os.path.abspath(path), **options)
 
 
 def stream_label(stream) -> str:
@@ -118,7 +125,7 @@ class SourceAudio:
     def __init__(self, path: str):
         self.path = path
         try:
-            self.input = av.open(path)
+            self.input = open_media(path)
         except (av.FFmpegError, OSError, ValueError) as error:  # ValueError: metadata that is not UTF-8
             raise InputError(f"{path}: cannot open it to read its audio ({ffmpeg_reason(error)})") from error
         self.tracks: List[AudioTrack] = []
@@ -169,7 +176,9 @@ class SourceAudio:
             self._pending = None
             track, stream = self._outputs[packet.stream.index]
             if track.copy and packet.dts is not None:  # not the demuxer's final empty packet
-                container.mux(in_samples(packet, track.rate))
+                packet = in_samples(packet, track.rate)
+                packet.stream = stream  # the output's track: its index there is not the source's
+                container.mux(packet)
             elif not track.copy:  # the final empty packet flushes the decoder
                 try:
                     frames = packet.decode()

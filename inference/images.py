@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from common.errors import Skips, UserError
 from common.files import IMAGE_EXTENSIONS, check_folder_can_be_made, is_image_file, stem
-from common.images import image_size
+from common.images import image_size, open_image
 from common.shards import parse_shard
 
 from .cli import InputError, warn
@@ -35,14 +35,31 @@ def list_names(paths, limit=10) -> str:
     return ', '.join(paths[:limit]) + more
 
 
+def output_is_complete(path: str, size) -> bool:
+    """Whether the PNG at `path` decodes fully at `size` (W, H): an output --skip-existing may keep
+    (one cut short by a crash or a full disk is not)."""
+    try:
+        with open_image(path) as image:
+            if image.size != tuple(size):
+                return False
+            image.load()  # a truncated file raises here (Pillow's LOAD_TRUNCATED_IMAGES is off)
+    except (UserError, OSError, ValueError, SyntaxError):
+        return False
+    return True
+
+
 def plan(pairs, output_dir: str, output_types, skip_existing: bool, skips: Skips):
-    """[(pair, the output types to write)]: all of them, or with skip_existing those missing. Checks
-    the sizes of the pairs to do from the image headers, before anything is computed; a pair that
-    fails is left to `skips`."""
+    """[(pair, the output types to write)]: all of them, or with skip_existing those missing or
+    incomplete (see `output_is_complete`). Checks the sizes of the pairs to do from the image headers,
+    before anything is computed; a pair that fails is left to `skips`."""
     todo = []
     for pair in pairs:
-        missing = [t for t in output_types
-                   if not (skip_existing and os.path.exists(output_path(output_dir, t, pair.name)))]
+        missing = output_types
+        if skip_existing:
+            existing = [t for t in output_types if os.path.isfile(output_path(output_dir, t, pair.name))]
+            size = safe_image_size(pair.src) if existing else None
+            done = {t for t in existing if size and output_is_complete(output_path(output_dir, t, pair.name), size)}
+            missing = [t for t in output_types if t not in done]
         if missing:
             todo.append((pair, missing))
     checked = []
@@ -57,6 +74,15 @@ def plan(pairs, output_dir: str, output_types, skip_existing: bool, skips: Skips
             continue
         checked.append((pair, types))
     return checked
+
+
+def safe_image_size(path: str):
+    """(W, H) of the image at `path` from its header, or None when it cannot be read (its pair is
+    then redone, and its error named there)."""
+    try:
+        return image_size(path)
+    except UserError:
+        return None
 
 
 def read_pairs(todo, preprocess_alignment: bool, replacement: ReplacementBackground, skips: Skips):
@@ -132,7 +158,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     check_folder_can_be_made(args.output_dir)
     for folder in folders:
         check_folder_can_be_made(folder, option='output folder')
-    if not args.overwrite:
+    if not args.overwrite and not args.skip_existing:  # with it, those to write are missing or incomplete
         check_not_existing((output_path(args.output_dir, t, pair.name) for pair, types in todo for t in types),
                            'pass --skip-existing to keep existing outputs and do the rest, or --overwrite to '
                            'replace them')

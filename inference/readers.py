@@ -20,7 +20,7 @@ from PIL import ImageColor
 from common.files import IMAGE_EXTENSIONS, is_image_file, list_images, names_by_stem
 from common.images import image_size, read_rgb
 
-from .audio import copies, stream_label, track_problem
+from .audio import copies, open_media, stream_label, track_problem
 from .cli import InputError, warn
 from .colour import UNTAGGED, Colour
 from .decoding import StreamDamage, counted, decode_video, stated_end
@@ -168,7 +168,7 @@ class VideoReader:
     def __init__(self, path: str, resize: Optional[Tuple[int, int]] = None, check_audio: bool = False):
         self.path, self.resize = path, resize
         try:
-            self.container = av.open(path)
+            self.container = open_media(path)
         except (av.FFmpegError, OSError, ValueError) as error:  # ValueError: metadata that is not UTF-8
             raise InputError(f"{path}: cannot open it as a video ({error})") from error
         if not self.container.streams.video:

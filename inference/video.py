@@ -12,16 +12,18 @@ import time
 from fractions import Fraction
 from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
+import av
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from common.devices import cudnn_autotuning
-from common.files import is_image_file, names_by_stem
+from common.files import is_image_file, list_images, names_by_stem
 from common.shards import Shard, parse_shard
 
 from .cli import InputError, parse_size, warn
+from .audio import open_media
 from .colour import output_colour
 from .files import check_not_existing, prepare_output_dir
 from .matting import COMPOSITE, DEFAULT_COMPOSITE_COLOUR, OUTPUT_TYPES, Matting, Throughput, model_device_dtype
@@ -181,6 +183,29 @@ def output_exists(path: str) -> bool:
     return os.path.isfile(path) or (os.path.isdir(path) and bool(os.listdir(path)))
 
 
+def frame_count(path: str) -> Optional[int]:
+    """The frames of a video file (the packets of its first video stream, counted without decoding) or
+    of a folder of frames; None when it cannot be read."""
+    if os.path.isdir(path):
+        return len(list_images(path, recursive=False))
+    try:
+        with open_media(path) as container:
+            if not container.streams.video:
+                return None
+            return sum(1 for packet in container.demux(container.streams.video[0]) if packet.size)
+    except (av.FFmpegError, OSError, ValueError):
+        return None
+
+
+def clip_is_done(clip: 'Clip', outputs: Sequence[str]) -> bool:
+    """Whether every output of `clip` is there whole, for --skip-existing: as many frames as its source
+    (an output cut short by a crash or a full disk, or that does not decode, is redone)."""
+    if not all(map(output_exists, outputs)):
+        return False
+    frames = frame_count(clip.source)
+    return bool(frames) and all(frame_count(path) == frames for path in outputs)
+
+
 class Clip(NamedTuple):
     name: str                   # the source's file name without extension (or its folder's name)
     source: str                 # a video file or a folder of frames
@@ -329,7 +354,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if shard:
         print(f"shard {shard}: {len(clips)} of {len(args.src)} source(s)")
     if args.skip_existing:
-        todo = [clip for clip in clips if not all(map(output_exists, clip_outputs(
+        todo = [clip for clip in clips if not clip_is_done(clip, list(clip_outputs(
             clip.output_dir, args.output_types, output_format, args.replacement_background).values()))]
         if len(todo) < len(clips):
             print(f"{len(clips) - len(todo)} clip(s) already done, skipped")
@@ -355,7 +380,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             audio=not args.no_audio,
             seq_chunk=args.seq_chunk,
             queue_size=args.queue_size,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite or args.skip_existing,  # a clip redone: what it has is incomplete
             progress=not args.disable_progress,
             device=device,
             dtype=dtype)

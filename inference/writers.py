@@ -17,6 +17,7 @@ from PIL import Image
 from common.files import remove_quietly, temporary_path
 
 from .audio import MP4_AUDIO_CODECS, SourceAudio, ffmpeg_reason, in_samples  # noqa: F401  (their earlier home)
+from .audio import open_media
 from .cli import InputError
 from .colour import SWSCALE_MATRICES, UNTAGGED, Colour, output_colour
 
@@ -152,7 +153,7 @@ class VideoWriter:
         try:
             self.audio = SourceAudio(audio_source) if audio_source else None
             with self._naming_ffmpeg_errors():
-                self.container = av.open(self.temporary, mode='w', container_options=self._timescales())
+                self.container = open_media(self.temporary, mode='w', container_options=self._timescales())
                 self.stream = self.container.add_stream('libx264', rate=Fraction(frame_rate))
                 self.stream.codec_context.time_base = self.time_base
                 if bit_rate:

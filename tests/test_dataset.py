@@ -651,3 +651,37 @@ def test_data_path_prints_a_table_and_how_to_get_what_is_not_there(tmp_path, cap
     out = capsys.readouterr().out
     assert out.startswith('data root: none (pass --data-root DIR or set BGM_DATA_ROOT')
     assert 'photomatte85  foreground  all    no location  -      -' in out
+
+
+def test_skip_warnings_name_the_file_at_fault_not_the_pair(tmp_path):
+    write_pairs(tmp_path / 'fgr', tmp_path / 'pha', ['00', '01'])
+    corrupt(tmp_path / 'pha/00.png')
+    with pytest.warns(CorruptImageWarning) as caught:
+        ForegroundDataset.from_folders(tmp_path / 'fgr', tmp_path / 'pha')[0]
+    message = str(caught[0].message)
+    assert str(tmp_path / 'pha/00.png') in message and str(tmp_path / 'fgr') not in message, message
+
+
+@pytest.mark.parametrize('workers', ['0', '1'])
+def test_a_training_set_of_broken_alphas_ends_in_one_line_naming_their_folder(tmp_path, workers):
+    """train_base.py on a data set whose pha PNGs are all truncated: exit status 1 and one line naming
+    the pha folder (not fgr), no traceback, in the main process as from a DataLoader worker."""
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    data = generate(str(tmp_path / 'data'), count=12, size=(64, 64), seed=1, captures=1)
+    for path in (data / 'pha').glob('*.png'):
+        corrupt(path)
+    command = [sys.executable, os.path.join(root, 'train_base.py'), '--data-path', f'synthetic={data}',
+               '--dataset-name', 'synthetic', '--background-dataset', 'synthetic', '--model-backbone',
+               'mobilenetv2', '--model-name', 'run', '--device', 'cpu', '--batch-size', '2', '--num-workers',
+               workers, '--sample-size', '48', '--crop-min', '40', '--crop-max', '48', '--valid-samples', '2',
+               '--checkpoint-dir', str(tmp_path / 'checkpoint'), '--log-dir', str(tmp_path / 'log'),
+               '--max-steps', '2']
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=str(tmp_path))
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert 'Traceback' not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith('train_base.py: error:')]
+    assert len(errors) == 1, result.stderr[-3000:]
+    assert f"under {data / 'pha'};" in errors[0] and str(data / 'fgr') not in errors[0], errors[0]

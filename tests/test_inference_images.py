@@ -422,3 +422,24 @@ def test_the_help_says_what_on_error_does(capsys):
         inference_images.main(['--help'])
     text = ' '.join(capsys.readouterr().out.split())
     assert "--on-error {skip,stop}" in text and "'skip' (default)" in text and "'stop' ends the run" in text
+
+
+def test_skip_existing_redoes_a_truncated_or_wrong_sized_output(captures, checkpoint):
+    """--skip-existing keeps only outputs that decode fully at the source's size; the rest is redone."""
+    out = captures / 'out'
+    args = ['--src', captures / 'src', '--bgr', captures / 'bgr', '--output-dir', out, '--output-types', 'pha',
+            '--disable-progress', *model_args(checkpoint)]
+    assert run(*args) == 0
+    kept, truncated, small = (out / 'pha' / 'studio' / '0000.png', out / 'pha' / 'studio' / 'take2' / '0001.png',
+                             out / 'pha' / '0002.png')
+    sizes = {path: Image.open(path).size for path in (truncated, small)}
+    truncated.write_bytes(truncated.read_bytes()[:len(truncated.read_bytes()) // 2])
+    Image.new('L', (8, 8)).save(small)
+    os.utime(kept, (0, 0))
+
+    assert run(*args, '--skip-existing') == 0
+    assert os.stat(kept).st_mtime == 0
+    for path in (truncated, small):
+        with Image.open(path) as image:
+            image.load()
+            assert image.size == sizes[path]

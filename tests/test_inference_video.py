@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 import inference_video
-from ffmpeg_tools import ffmpeg_rgb, frame_times, make_clip, needs_ffmpeg, packet_times, probe, video_stream
+from ffmpeg_tools import ffmpeg, ffmpeg_rgb, frame_times, make_clip, needs_ffmpeg, packet_times, probe, video_stream
 from inference_utils import DEMO_CHECKPOINT, ImageSequenceWriter, small_input_warning
 from inference_video import convert_video
 from model import MattingRefine
@@ -396,3 +396,64 @@ def test_several_sources_in_shards_each_with_its_plate(tmp_path, checkpoint, cap
     os.remove(tmp_path / 'plates' / 'take3.png')
     assert run('--video-src', *sources, *common) == 1
     assert 'no plate named after take3' in capsys.readouterr().err
+
+
+@needs_ffmpeg
+def test_skip_existing_redoes_clips_whose_outputs_are_cut_short(tmp_path, checkpoint, capsys):
+    """--skip-existing keeps a clip only when each output has as many frames as its source (counted with
+    ffprobe here); a truncated pha.mp4, or one of fewer frames, is redone."""
+    names = ['kept', 'truncated', 'short']
+    (tmp_path / 'src').mkdir()
+    for index, name in enumerate(names):
+        plate, frames = clip_frames(4, seed=index)
+        write_video(tmp_path / 'src' / f'{name}.mp4', frames, audio=False)
+        save_png(tmp_path / 'plates' / f'{name}.png', plate)
+    out = tmp_path / 'out'
+    args = ['--video-src', *[tmp_path / 'src' / f'{name}.mp4' for name in names], '--video-bgr',
+            tmp_path / 'plates', '--output-dir', out, '--output-types', 'pha', '--disable-progress',
+            *model_args(checkpoint)]
+    assert run(*args) == 0
+    truncated = (out / 'truncated' / 'pha.mp4').read_bytes()
+    (out / 'truncated' / 'pha.mp4').write_bytes(truncated[:len(truncated) // 2])
+    write_video(out / 'short' / 'pha.mp4', clip_frames(2)[1], audio=False)
+    os.utime(out / 'kept' / 'pha.mp4', (0, 0))
+    capsys.readouterr()
+
+    assert run(*args, '--skip-existing') == 0
+    assert '1 clip(s) already done' in capsys.readouterr().out
+    assert os.stat(out / 'kept' / 'pha.mp4').st_mtime == 0
+    for name in names:
+        assert len(packet_times(out / name / 'pha.mp4', 'v:0')) == 4, name
+
+
+@needs_ffmpeg
+def test_paths_with_a_colon_are_files_not_ffmpeg_protocols(clip, checkpoint, tmp_path, monkeypatch):
+    """'take:1.mp4' in a folder 'res:1', matted into 'out:1' (relative paths, as typed): read and
+    written as files, its audio kept."""
+    monkeypatch.chdir(tmp_path)
+    os.mkdir('res:1')
+    with open(clip / 'take.mp4', 'rb') as source, open('res:1/take:1.mp4', 'wb') as copy:
+        copy.write(source.read())
+    assert run('--video-src', 'res:1/take:1.mp4', '--bgr-first-frames', '1', '--output-dir', 'out:1',
+               '--output-types', 'pha', 'com', '--replacement-background', 'res:1/take:1.mp4',
+               '--disable-progress', *model_args(checkpoint)) == 0
+    for name in ('pha.mp4', 'com.mp4'):
+        path = f"file:{tmp_path / 'out:1' / name}"
+        assert len(frame_times(path, 'v:0')) == FRAMES
+        assert [s['codec_type'] for s in probe(path)['streams']] == ['video', 'audio']
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize('maps', [['-map', '0:a', '-map', '0:v'], ['-map', '0:v', '-map', '0:v', '-map', '0:a']],
+                         ids=['audio-first', 'a-second-video-before-the-audio'])
+def test_audio_tracks_are_copied_whatever_the_stream_order(clip, checkpoint, tmp_path, maps):
+    """The copied audio track equals FFmpeg's own copy (`-map 0:a -c copy`): packets and duration,
+    wherever the source stores it among its streams."""
+    source, reference = tmp_path / 'source.mp4', tmp_path / 'reference.mp4'
+    ffmpeg('-i', clip / 'take.mp4', *maps, '-c', 'copy', source)
+    ffmpeg('-i', source, '-map', '0:a', '-c', 'copy', reference)
+    assert matte(source, tmp_path / 'out', checkpoint) == 0
+    output = tmp_path / 'out' / 'pha.mp4'
+    assert [s['codec_type'] for s in probe(output)['streams']] == ['video', 'audio']
+    assert len(packet_times(output, 'a:0')) == len(packet_times(reference, 'a:0'))
+    assert stated_audio_end(output) == pytest.approx(stated_audio_end(reference), abs=1e-3)
