@@ -364,8 +364,10 @@ class Capture:
 class ReplacementBackground:
     """What a composite shows behind the subject: a colour, an image or a video.
 
-    Images and video frames are scaled to cover each frame and centre-cropped; a video shorter than
-    the source starts over.
+    Images and video frames are scaled to cover each frame and centre-cropped. A video follows the
+    source's clock: at source time t (seconds from its first frame) it shows its frame presented at t,
+    starting over when it ends (t modulo its length), so a 25 fps backdrop under a 29.97 fps source plays
+    at its own speed; without times, one backdrop frame per source frame.
 
     Args:
         spec: a colour ('white', '#78ff9b', '120,255,155'), an image file or a video file.
@@ -376,6 +378,7 @@ class ReplacementBackground:
     def __init__(self, spec: str, allow_video: bool = True, option: str = '--replacement-background'):
         self.spec = spec
         self.colour = self.image = self._reader = self._frames = None
+        self._current = self._next = self._length = None  # video: the frame shown, the next, its length (s)
         self._fitted: Dict[Tuple[int, int], np.ndarray] = {}
         if os.path.isfile(spec):
             if is_image_file(spec):
@@ -397,20 +400,46 @@ class ReplacementBackground:
         self._reader = VideoReader(self.spec)
         self._frames = iter(self._reader)
 
-    def frame(self, size: Tuple[int, int]) -> np.ndarray:
-        """The background of the next frame of size (W, H): (H, W, 3) uint8, or (1, 1, 3) for a colour.
-        A colour or an image gives the same array object for every frame of a size."""
+    def frame(self, size: Tuple[int, int], time: Optional[float] = None) -> np.ndarray:
+        """The background of a frame of size (W, H) shown at `time` seconds of the source (None: the next
+        backdrop frame): (H, W, 3) uint8, or (1, 1, 3) for a colour. A colour or an image gives the same
+        array object for every frame of a size."""
         if self.colour is not None:
             return self.colour
         if self.image is not None:
             if size not in self._fitted:
                 self._fitted = {size: fit_cover(self.image, size)}
             return self._fitted[size]
+        if time is not None:
+            return fit_cover(self._frame_at(time).image, size)
         frame = next(self._frames, None)
         if frame is None:  # start over
             self._start_video()
             frame = next(self._frames)
         return fit_cover(frame.image, size)
+
+    def _seconds(self, frame: Frame) -> float:
+        return float((frame.pts - self._first_pts) * self._reader.time_base)
+
+    def _frame_at(self, time: float) -> Frame:
+        """The backdrop's frame nearest to `time` seconds from its start, looped: the last one presented by
+        `time` plus half a frame, as FFmpeg's fps filter rounds (which also absorbs containers' rounded
+        timestamps, Matroska's milliseconds). Its length, once known, is its frame count over its rate."""
+        frame_s = float(1 / self._reader.frame_rate)
+        target = time + frame_s / 2
+        if self._length:
+            target %= self._length
+        if self._current is None or target < self._seconds(self._current):  # the first call, or looped
+            self._start_video()
+            self._current, self._count = next(self._frames), 1
+            self._first_pts = self._current.pts
+            self._next = next(self._frames, None)
+        while self._next is not None and self._seconds(self._next) <= target:
+            self._current, self._next, self._count = self._next, next(self._frames, None), self._count + 1
+        if self._next is None and self._length is None and target >= self._seconds(self._current) + frame_s:
+            self._length = self._count * frame_s  # past the end: its length is known
+            return self._frame_at(time)
+        return self._current
 
     def close(self) -> None:
         if self._reader is not None:

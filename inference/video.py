@@ -307,10 +307,12 @@ def read_chunks(source, plate: Optional[np.ndarray], plate_reader: Optional[Vide
     size = source.size
     done, failures, first_failure = 0, 0, None
     watch = PlateWatch(source.frame_rate, first=not plate_frames)
+    first_pts = None
     while True:
         batch = list(itertools.islice(frames, seq_chunk))
         if not batch:
             break
+        first_pts = batch[0].pts if first_pts is None else first_pts
         src = np.stack([frame.image for frame in batch])
         if plates is not None:
             frame_plates = []
@@ -339,7 +341,8 @@ def read_chunks(source, plate: Optional[np.ndarray], plate_reader: Optional[Vide
                 warn(f"{source.path}, {problem}")
         backs = None
         if background is not None:
-            backs = [background.frame(size) for _ in batch]
+            # Each backdrop frame by the source frame's time (a backdrop of another frame rate keeps its speed).
+            backs = [background.frame(size, float((frame.pts - first_pts) * source.time_base)) for frame in batch]
             backs = backs[0] if all(b is backs[0] for b in backs) else np.stack(backs)
         yield Chunk(src, bgr, backs, [frame.pts for frame in batch], [frame.name for frame in batch])
         done += len(batch)

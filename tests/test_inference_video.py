@@ -457,3 +457,25 @@ def test_audio_tracks_are_copied_whatever_the_stream_order(clip, checkpoint, tmp
     assert [s['codec_type'] for s in probe(output)['streams']] == ['video', 'audio']
     assert len(packet_times(output, 'a:0')) == len(packet_times(reference, 'a:0'))
     assert stated_audio_end(output) == pytest.approx(stated_audio_end(reference), abs=1e-3)
+
+
+def test_a_backdrop_video_follows_the_sources_clock():
+    """A 25 fps backdrop under a 29.97 fps source keeps its own speed, looping by time: at source time t
+    it shows its frame nearest to t modulo its length (it played 1.2 times fast, frame by frame)."""
+    import tempfile
+    from fractions import Fraction
+
+    from inference.readers import ReplacementBackground
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, 'backdrop.mp4')
+        levels = [20 * i + 20 for i in range(10)]  # frame i a flat grey of its own: 0.4 s at 25 fps
+        write_video(path, [np.full((32, 32, 3), level, np.uint8) for level in levels], rate=Fraction(25), audio=False)
+        background = ReplacementBackground(path)
+        try:
+            shown = []
+            for k in range(40):  # 40 source frames at 30000/1001 fps: 1.33 s, more than three loops
+                image = background.frame((32, 32), time=k * 1001 / 30000)
+                shown.append(int(np.argmin([abs(int(image.mean()) - level) for level in levels])))
+        finally:
+            background.close()
+    assert shown == [int(k * 1001 / 30000 * 25 + 0.5) % 10 for k in range(40)], shown  # the nearest frame
