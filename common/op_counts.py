@@ -30,17 +30,18 @@ HOST_SYNC_OPS = frozenset({
 HOST_UPLOAD_OPS = frozenset({'aten.lift_fresh', 'aten.lift_fresh_copy'})
 
 
-def packet_name(func) -> str:
+def op_name(func) -> str:
+    """'aten.conv2d' for aten.conv2d.default: the operation without its overload."""
     return f'{func.namespace}.{func._opname}' if hasattr(func, '_opname') else str(func).rsplit('.', 1)[0]
 
 
-def is_sync(func, args) -> bool:
-    """Whether `func(*args)` makes the host wait for the device."""
-    name = packet_name(func)
+def is_sync(func, args, kwargs=None) -> bool:
+    """Whether `func(*args, **kwargs)` makes the host wait for the device."""
+    name = op_name(func)
     if name in HOST_SYNC_OPS:
         return True
-    if name == 'aten.repeat_interleave' and 'output_size' not in str(func._schema):  # size from the data
-        return True
+    if name == 'aten.repeat_interleave':  # repeats given as a tensor: the output size is the data's sum
+        return func._overloadname in ('Tensor', 'self_Tensor') and (kwargs or {}).get('output_size') is None
     if name in ('aten.index', 'aten.index_put', 'aten.index_put_', 'aten._index_put_impl_'):
         # A boolean mask as an index is a nonzero inside.
         indices = args[1] if len(args) > 1 else ()
@@ -67,11 +68,11 @@ class OpCounter(TorchDispatchMode):
         self.uploads: List[str] = []
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = packet_name(func)
+        name = op_name(func)
         self.ops[name] += 1
         if not func.is_view and name not in ('aten.detach', 'aten.alias', 'aten._unsafe_view'):
             self.launches += 1
-        if is_sync(func, args):
+        if is_sync(func, args, kwargs):
             self.syncs.append(name)
         if name in HOST_UPLOAD_OPS:
             self.uploads.append(name)

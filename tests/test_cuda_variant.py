@@ -301,6 +301,11 @@ def test_the_counter_sees_host_syncs_and_uploads():
             torch.nonzero(y > 1), y[y > 1], torch.tensor([1., 2.])
         assert len(counts.syncs) == 6, counts.syncs
         assert counts.uploads == ['aten.lift_fresh'] and counts.launches >= 8
+        repeats = torch.tensor([1, 2])
+        with mode(), OpCounter() as counts:
+            repeats.repeat_interleave(2), torch.repeat_interleave(repeats, repeats, output_size=3)  # sizes known
+            torch.repeat_interleave(repeats, repeats)  # the size is the data's
+        assert counts.syncs == ['aten.repeat_interleave'], counts.syncs
 
 
 def test_graphs_keep_inference_mode_apart():
